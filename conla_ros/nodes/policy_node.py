@@ -1,0 +1,20 @@
+"""policy_node: the on-robot policy node.
+
+Not built yet (the policy node issue builds it); the executable exists so that the installed layout,
+`ros2 run conla_ros policy_node` and the launch files can already be checked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from conla_ros.nodes import not_available_yet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `ros2 run conla_ros policy_node`."""
+    return not_available_yet("policy_node", "the policy node issue")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""sim_arm_node: the simulated arm behind MoveIt Servo topics.
+
+Not built yet (the closed-loop ROS issue builds it); the executable exists so that the installed layout,
+`ros2 run conla_ros sim_arm_node` and the launch files can already be checked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from conla_ros.nodes import not_available_yet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `ros2 run conla_ros sim_arm_node`."""
+    return not_available_yet("sim_arm_node", "the closed-loop ROS issue")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
