@@ -23,11 +23,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $("$PYTHON" --version)"
   "$PYTHON" -m venv $VENV_FLAGS "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# This machine's pip config names local package folders that may be absent: hide that noise.
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2); }
+quiet_pip install --quiet --disable-pip-version-check --upgrade pip
 echo "setup: installing conla_ros[$EXTRAS] (editable; first run takes a few minutes)"
 # torch is pinned in the training extra: this machine has the 2.13.0 CPU wheel on disk.
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]" 2>&1 \
-  | grep -v "^WARNING: Location 'file://" || true
-"$VENV/bin/python" -c 'import conla_ros, rclpy, onnxruntime, cv2' \
+quiet_pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+"$VENV/bin/python" -c 'import conla_ros, rclpy, onnxruntime, cv2, rosbags, metaworld, torch' \
   || { echo "setup: the environment is incomplete (see the pip output above)" >&2; exit 1; }
 echo "setup: $VENV is ready"
