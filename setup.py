@@ -51,7 +51,11 @@ EXTRAS = {
         "onnxscript",
     ],
     # launch_testing's pytest plugin breaks on pytest 9.
-    "dev": ["pytest>=7,<9", "hypothesis>=6", "ruff>=0.5", "colcon-common-extensions", "setuptools>=64", "wheel"],
+    # onnx: the tests build tiny model directories without torch.
+    "dev": [
+        "pytest>=7,<9", "hypothesis>=6", "ruff>=0.5", "colcon-common-extensions", "setuptools>=64", "wheel",
+        "onnx>=1.15",
+    ],
 }
 
 
