@@ -13,7 +13,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "conla_ros"
-NODES = ("policy_node", "recorder_node", "sim_arm_node")
+NODES = ("policy_node", "recorder_node", "sim_arm_node", "scripted_teleop_node")
 
 # The policy node runs with these alone (plus ROS 2 and one onnxruntime flavour, below).
 RUNTIME = ["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "tokenizers>=0.15"]

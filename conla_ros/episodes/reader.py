@@ -23,6 +23,7 @@ from conla_ros.episodes import topics as T
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.yaml"
+PAIRING_TOLERANCE_NS = 2_000_000  # a gripper command up to 2 ms after a twist belongs to it (control period: 12.5 ms)
 
 
 class EpisodeReadError(RuntimeError):
@@ -234,7 +235,7 @@ def _decode(path: Path) -> EpisodeData:
     wanted = {spec.name for spec in T.EPISODE_TOPICS}
     images, image_stamps = [], []
     joints, joint_stamps, joint_names = [], [], ()
-    twists, twist_stamps = [], []
+    twists, twist_stamps, twist_received = [], [], []
     grippers, gripper_stamps = [], []
     instructions: list[tuple[int, str]] = []
     with AnyReader([path], default_typestore=typestore()) as reader:
@@ -253,6 +254,7 @@ def _decode(path: Path) -> EpisodeData:
                 linear = msg.twist.linear
                 twists.append((linear.x, linear.y, linear.z))
                 twist_stamps.append(_stamp(msg))
+                twist_received.append(timestamp)
             elif topic == T.GRIPPER.name:
                 grippers.append(float(msg.data[0]) if len(msg.data) else np.nan)
                 gripper_stamps.append(timestamp)  # Float64MultiArray has no header
@@ -267,8 +269,13 @@ def _decode(path: Path) -> EpisodeData:
     commands = np.zeros((len(twists), T.ACTION_DIM), dtype=np.float64)
     if twists:
         commands[:, :3] = np.asarray(twists, dtype=np.float64)
+        # Pair on the bag's (receive) times: a Float64MultiArray has no header, and a twist's header stamp
+        # precedes the receipt of the gripper command sent with it. The tolerance covers a pair received
+        # in either order; it is far below a control period, so a generated episode (bag time = header
+        # stamp, gripper and twist at the same instant) pairs exactly as before.
         commands[:, 3] = _hold_last(np.asarray(gripper_stamps, dtype=np.int64),
-                                    np.asarray(grippers, dtype=np.float64), command_stamps)
+                                    np.asarray(grippers, dtype=np.float64),
+                                    np.asarray(twist_received, dtype=np.int64) + PAIRING_TOLERANCE_NS)
     instruction = instructions[0][1] if instructions else str(metadata.get(T.META_INSTRUCTION, ""))
     return EpisodeData(
         path=path,

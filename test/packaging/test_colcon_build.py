@@ -11,7 +11,7 @@ import pytest
 from support import run_checked
 
 COLCON = Path(sys.executable).parent / "colcon"
-NODES = ("policy_node", "recorder_node", "sim_arm_node")
+NODES = ("policy_node", "recorder_node", "sim_arm_node", "scripted_teleop_node")
 
 
 @pytest.mark.skipif(not COLCON.exists(), reason="colcon-common-extensions is not installed (dev extra)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from support import run_checked
 
-NODES = ("policy_node", "recorder_node", "sim_arm_node")
+NODES = ("policy_node", "recorder_node", "sim_arm_node", "scripted_teleop_node")
 
 
 def test_pip_install_registers_package_in_ament_index(tmp_path: Path, package_source: Path) -> None:

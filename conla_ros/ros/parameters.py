@@ -1,0 +1,139 @@
+"""Node parameters declared from one table: type, default, description, range or choices, read-only.
+
+Each node module lists its parameters as a tuple of `ParamSpec`; `declare_parameters` declares them
+in the node's `__init__` with a `ParameterDescriptor` (so `ros2 param describe` shows the
+description, range and choices) and returns their validated values. The same table lets a test
+check that a node's YAML file names exactly the parameters the node declares.
+
+Ranges go into the descriptor, so ROS itself refuses an out-of-range `ros2 param set`; choices are
+checked here (ROS has no "one of" constraint) and by the node's set-parameters callback
+(`check_parameter_update`). A bad value given at start-up raises ParameterError, whose text
+names the parameter, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+__all__ = ["ParamSpec", "ParameterError", "check_parameter_update", "declare_parameters"]
+
+
+class ParameterError(ValueError):
+    """A parameter value a node cannot run with; the text names the parameter, the value and the rule."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    `default` fixes the type (bool, int, float or str). `low`/`high` bound numbers (inclusive),
+    `choices` lists the allowed strings, `check` is a further rule returning an error text or None.
+    `read_only` parameters cannot change after start-up (`ros2 param set` is refused).
+    """
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = True
+    check: Callable[[Any], str | None] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ROS parameter descriptor: description, constraints, range and read-only flag."""
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
+        if isinstance(self.default, bool):
+            return descriptor
+        if isinstance(self.default, int) and (self.low is not None or self.high is not None):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(self.low if self.low is not None else -(2**63)),
+                to_value=int(self.high if self.high is not None else 2**63 - 1), step=0)]
+        elif isinstance(self.default, float) and (self.low is not None or self.high is not None):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(self.low if self.low is not None else -1e308),
+                to_value=float(self.high if self.high is not None else 1e308), step=0.0)]
+        return descriptor
+
+    def validate(self, value: Any) -> Any:
+        """`value` if it obeys this parameter's rules; otherwise ParameterError naming the parameter."""
+        kind = type(self.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # `-p rate:=20` arrives as an integer
+        if type(value) is not kind:
+            raise ParameterError(f"parameter {self.name}={value!r} must be a {kind.__name__}")
+        if self.choices and value not in self.choices:
+            raise ParameterError(f"parameter {self.name}={value!r} must be one of: {', '.join(self.choices)}")
+        if self.low is not None and value < self.low:
+            raise ParameterError(f"parameter {self.name}={value!r} must be >= {self.low}")
+        if self.high is not None and value > self.high:
+            raise ParameterError(f"parameter {self.name}={value!r} must be <= {self.high}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ParameterError(f"parameter {self.name}={value!r}: {problem}")
+        return value
+
+
+def declare_parameters(node: Node, specs: Iterable[ParamSpec]) -> dict[str, Any]:
+    """Declare every parameter of `specs` on `node` and return {name: validated value}.
+
+    Raises ParameterError for a value given at start-up (command line or YAML) that breaks a rule.
+    """
+    values: dict[str, Any] = {}
+    for spec in specs:
+        try:
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except Exception as error:  # rclpy's own range/type exceptions: say which parameter
+            raise ParameterError(f"parameter {spec.name}: {error}") from None
+        values[spec.name] = spec.validate(node.get_parameter(spec.name).value)
+    return values
+
+
+def check_parameter_update(specs: Sequence[ParamSpec], parameters: Sequence[Parameter]) -> SetParametersResult:
+    """A set-parameters callback's answer: refuse (with the reason) any value that breaks its rule."""
+    by_name = {spec.name: spec for spec in specs}
+    for parameter in parameters:
+        spec = by_name.get(parameter.name)
+        if spec is None:
+            continue  # e.g. use_sim_time: rclpy's own
+        try:
+            spec.validate(parameter.value)
+        except ParameterError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+    return SetParametersResult(successful=True)
+
+
+def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None) -> int:
+    """The `main()` of every conla_ros node: init, spin until Ctrl-C or shutdown, clean up.
+
+    A ParameterError at start-up (an invalid parameter) is printed with the node's name and exits 2.
+    The node's own `destroy_node` does its clean-up (close the world, close or abort a recording).
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node: Node | None = None
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ParameterError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
