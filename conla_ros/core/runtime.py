@@ -362,7 +362,7 @@ def load_policy(
     if encoder is None:
         enc = spec.instruction_encoder
         folder = enc.resolve(model_dir)
-        where = ("the shared cache; run `conla export text-encoder` once to create it"
+        where = ("the shared cache; run `conla export --text-encoder` once to create it"
                  if enc.directory is None else f"directory = {enc.directory!r}")
         for key in ("onnx_file", "tokenizer_file"):
             path = folder / getattr(enc, key)

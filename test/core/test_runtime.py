@@ -232,7 +232,7 @@ def test_missing_shared_encoder_cache_says_how_to_make_it(tmp_path, monkeypatch)
         load_policy(folder)
     message = str(info.value)
     assert str(tmp_path / "empty_cache" / "text_encoder" / "all-MiniLM-L6-v2" / "text_encoder.onnx") in message
-    assert "instruction_encoder.onnx_file" in message and "conla export text-encoder" in message
+    assert "instruction_encoder.onnx_file" in message and "conla export --text-encoder" in message
 
 
 @pytest.mark.parametrize("mode", ["garbage", "truncated", "empty"])

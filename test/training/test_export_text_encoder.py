@@ -65,6 +65,7 @@ def test_second_export_is_a_no_op(minilm_dir):
 
 def test_failed_export_leaves_the_previous_export_and_no_debris(minilm_dir, monkeypatch):
     import torch
+
     from conla_training.export_text_encoder import export_text_encoder
 
     def broken_export(*args, **kwargs):
