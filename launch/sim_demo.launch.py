@@ -31,7 +31,8 @@ def generate_launch_description() -> LaunchDescription:
         }])
     policy = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "policy.launch.py"])),
-        launch_arguments={"model_dir": LaunchConfiguration("model_dir"), "output": "ee_twist",
+        # The simulated arm is safe to drive at once; on a real arm the policy starts disabled.
+        launch_arguments={"model_dir": LaunchConfiguration("model_dir"), "output": "ee_twist", "autostart": "true",
                           "params_file": LaunchConfiguration("policy_params_file")}.items())
     return LaunchDescription([
         DeclareLaunchArgument("model_dir", default_value="", description="exported model directory"),

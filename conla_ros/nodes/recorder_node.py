@@ -209,7 +209,11 @@ class RecorderNode(Node):
         except EpisodeStatusError as error:
             self.get_logger().warning(f"ignoring episode status: {error}", throttle_duration_sec=_LOG_THROTTLE_S)
             return
+        new_episode = self._status is None or (status.task, status.seed, status.episode) != (
+            self._status.task, self._status.seed, self._status.episode)
         self._status = status
+        if new_episode:  # ~/state tells an operator (or a test) which arm episode a ~/start would record
+            self._publish_state()
         if self._writer is not None and self._params["stop_on_success"] and status.success:
             start = self._start_status
             # Only a success that happened during this recording (not one already there at start).
@@ -225,8 +229,10 @@ class RecorderNode(Node):
 
     def _publish_state(self) -> None:
         writer = self._writer
+        status = self._status
         state = {"recording": writer is not None, "episode": str(writer.path) if writer else None,
-                 "counts": writer.message_counts if writer else {}, "closed": [str(p) for p in self.episodes]}
+                 "counts": writer.message_counts if writer else {}, "closed": [str(p) for p in self.episodes],
+                 "arm": {"task": status.task, "seed": status.seed, "episode": status.episode} if status else None}
         with contextlib.suppress(Exception):  # at shutdown the context may be gone already
             self._state_pub.publish(String(data=json.dumps(state, sort_keys=True)))
 

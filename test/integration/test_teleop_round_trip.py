@@ -54,7 +54,12 @@ def test_scripted_teleop_recorded_over_ros_reads_like_a_generated_episode(proces
 
     ros.spin_until(wired, what="the three nodes discovering each other", pool=processes)
     # The operator's routine: reset the scene, start recording, teleoperate; the recorder stops on success.
-    assert ros.call(Trigger, reset_service(), Trigger.Request(), processes).success
+    reset = ros.call(Trigger, reset_service(), Trigger.Request(), processes)
+    assert reset.success
+    # Start only once the recorder has heard of the new episode (it names the bag after it).
+    arm = {key: json.loads(reset.message)[key] for key in ("task", "seed", "episode")}
+    ros.spin_until(lambda: recorder_state and recorder_state[-1]["arm"] == arm,
+                   what="the recorder hearing the reset's episode status", pool=processes)
     started = ros.call(Trigger, "/recorder_node/start", Trigger.Request(), processes)
     assert started.success, started.message
     assert ros.call(SetBool, "/scripted_teleop_node/enable", SetBool.Request(data=True), processes).success

@@ -1,0 +1,366 @@
+"""policy_node in-process: start-up checks, the control tick, safety and refused inputs, tick by tick.
+
+No DDS: callbacks and `_tick()` are called directly and the command publisher is replaced by a
+recorder, so each rule is checked deterministically (test/integration runs the node as a process
+over ROS 2). Inference runs on the node's own thread, as in production; `_settle` waits for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from fixtures.tiny_model import make_tiny_model, tiny_spec  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
+from std_msgs.msg import Bool, String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from conla_ros.core.model_spec import ModelLoadError  # noqa: E402
+from conla_ros.nodes.policy_node import ARRAY_PARAMETERS, PARAMETERS, PolicyNode  # noqa: E402
+from conla_ros.ros.image_conversions import numpy_to_compressed, numpy_to_image  # noqa: E402
+from conla_ros.ros.parameters import ParameterError  # noqa: E402
+
+LOW, HIGH = np.array([-0.5, -1.0, -0.25, -1.0]), np.array([0.5, 1.0, 0.75, 1.0])
+
+
+class Recorder:
+    """Stands in for CommandOutput.publish / publish_stop."""
+
+    def __init__(self, output) -> None:
+        self.commands: list[np.ndarray] = []
+        self.plans: list[np.ndarray | None] = []
+        self.stops = 0
+        self._output = output
+        output.publish = self.publish
+        output.publish_stop = self.publish_stop
+
+    def publish(self, command, plan=None) -> None:
+        self.commands.append(np.array(command))
+        self.plans.append(None if plan is None else np.array(plan))
+        self._output.published += 1
+
+    def publish_stop(self) -> bool:
+        self.stops += 1
+        return True
+
+
+@pytest.fixture
+def make_node() -> Iterator:
+    made: list[tuple[PolicyNode, object]] = []
+
+    def make(model_dir: Path, **params) -> tuple[PolicyNode, Recorder]:
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        overrides = [Parameter("model_dir", value=str(model_dir)), Parameter("control_rate_hz", value=20.0)]
+        overrides += [Parameter(k, value=v) for k, v in params.items()]
+        try:
+            node = PolicyNode(context=context, start_control_loop=False, parameter_overrides=overrides)
+        except BaseException:
+            rclpy.try_shutdown(context=context)
+            raise
+        made.append((node, context))
+        return node, Recorder(node.output)
+
+    yield make
+    for node, context in reversed(made):
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def joint_model(root: Path, kind: str = "joint_position", proprio_dim: int = 0, **kwargs) -> Path:
+    """A tiny model whose 4 actions are 3 joints + a gripper of `kind`."""
+    spec = tiny_spec(proprio_dim=proprio_dim)
+    space = replace(spec.action_space, kind=kind, names=("j1", "j2", "j3", "gripper"))
+    return make_tiny_model(root, proprio_dim=proprio_dim, spec=replace(spec, action_space=space), **kwargs)
+
+
+def frame(value: int = 100, size: int = 24) -> Image:
+    return numpy_to_image(np.full((size, size, 3), value, np.uint8))
+
+
+def _settle(node: PolicyNode, timeout: float = 5.0) -> None:
+    """Wait until the inference thread has taken and finished every request."""
+    deadline = time.monotonic() + timeout
+    while node._busy or node._request is not None:
+        assert time.monotonic() < deadline, "inference thread did not finish"
+        time.sleep(0.002)
+
+
+def run_ticks(node: PolicyNode, n: int, image: Image | None = None, instruction: str | None = None) -> None:
+    """n control ticks, each after a fresh camera frame (a camera faster than the control rate)."""
+    if instruction is not None:
+        node._on_instruction(String(data=instruction))
+    for _ in range(n):
+        node._on_image(image if image is not None else frame())
+        node._tick()
+        _settle(node)
+
+
+# --- start-up ------------------------------------------------------------------------------------------
+
+
+def test_every_parameter_has_a_description_and_the_yaml_documents_them(repo_root: Path) -> None:
+    import yaml
+
+    params = yaml.safe_load((repo_root / "config" / "policy.yaml").read_text())["/**"]["ros__parameters"]
+    declared = {spec.name for spec in PARAMETERS} | {spec.name for spec in ARRAY_PARAMETERS}
+    assert set(params) == declared
+    for spec in PARAMETERS:
+        assert len(spec.description) > 15, spec.name
+        if spec.name != "model_dir":
+            assert spec.validate(params[spec.name]) == spec.default, f"policy.yaml: {spec.name} differs from default"
+    assert all(params[spec.name] == [] for spec in ARRAY_PARAMETERS)
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({"output": "joint_commands"}, "needs a joint-space model"),
+    ({"output": "joint_trajectory"}, "needs a joint-space model"),
+    ({"output": "servo"}, "must be one of"),
+    ({"image_transport": "theora"}, "must be one of"),
+    ({"replan_every": 9}, "chunk length 4"),
+    ({"action_min": [0.0, 0.0]}, "action_min must have 4 values"),
+    ({"action_min": [1.0, 0.0, 0.0, 0.0], "action_max": [0.5, 1.0, 1.0, 1.0]}, "action_max < action_min"),
+    ({"max_delta_per_tick": [0.0]}, "must be > 0"),
+    ({"joint_names": ["a", "b", "c"]}, "joint output modes only"),
+    ({"providers": "cuda-ish"}, "unknown execution provider"),
+    ({"control_rate_hz": -1.0}, "control_rate_hz"),
+])
+def test_bad_parameters_stop_start_up_with_the_reason(make_node, tiny: Path, params: dict, words: str) -> None:
+    with pytest.raises(ParameterError, match=words):
+        make_node(tiny, **params)
+
+
+def test_integer_limits_are_refused_with_a_hint(make_node, tiny: Path) -> None:
+    with pytest.raises(ParameterError, match="decimal point"):
+        make_node(tiny, action_min=[0, 0, 0, 0])
+
+
+def test_missing_or_corrupt_model_directory_names_the_file(make_node, tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="model_dir"):
+        make_node("")
+    with pytest.raises(ModelLoadError, match="model directory not found"):
+        make_node(tmp_path / "nowhere")
+    broken = make_tiny_model(tmp_path / "broken")
+    (broken / "policy.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelLoadError, match=r"policy\.onnx"):
+        make_node(broken)
+
+
+def test_joint_modes_need_matching_joint_names_and_a_proprio_model_needs_proprio(make_node, tmp_path) -> None:
+    model = joint_model(tmp_path / "joints")
+    with pytest.raises(ParameterError, match=r"ee_twist needs a model whose action_space\.kind is ee_delta"):
+        make_node(model, output="ee_twist")
+    with pytest.raises(ParameterError, match="joint_names has 2 names"):
+        make_node(model, output="joint_commands", joint_names=["a", "b"])
+    node, _ = make_node(model, output="joint_trajectory", joint_names=["shoulder", "elbow", "wrist"])
+    assert node.layout.joint_names == ("shoulder", "elbow", "wrist") and node.layout.gripper == 3
+    with pytest.raises(ParameterError, match="needs proprioception"):
+        make_node(make_tiny_model(tmp_path / "proprio", proprio_dim=2), use_proprio=False)
+
+
+# --- the loop, limits and the stop rules ---------------------------------------------------------------
+
+
+def test_disabled_until_enabled_then_commands_within_limits(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, action_min=[-0.1, -0.1, -0.1, -1.0], action_max=[0.1, 0.1, 0.1, 1.0])
+    run_ticks(node, 5, instruction="open the drawer")
+    assert out.commands == [] and node.status()["state"] == "disabled"
+    node._on_enable(SetBool.Request(data=True), SetBool.Response())
+    run_ticks(node, 10)
+    assert len(out.commands) >= 8 and node.status()["state"] == "running"
+    commands = np.stack(out.commands)
+    assert np.isfinite(commands).all()
+    assert (commands[:, :3] >= -0.1).all() and (commands[:, :3] <= 0.1).all()
+    status = node.status()
+    assert status["inferences"] >= 4 and status["inference_p50_ms"] is not None
+
+
+def test_rate_limit_bounds_every_change_from_rest(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, autostart=True, max_delta_per_tick=[0.01])
+    run_ticks(node, 12, instruction="push the block", image=frame(250))
+    commands = np.stack([np.zeros(4), *out.commands])  # ee_twist starts from rest
+    assert np.abs(np.diff(commands, axis=0)).max() <= 0.01 + 1e-12
+    assert node.status()["rate_limited"] > 0
+
+
+def test_limits_change_live_and_bad_values_are_refused(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, autostart=True)
+    result = node.set_parameters([Parameter("action_max", value=[0.0, 0.0, 0.0, 0.0])])
+    assert result[0].successful
+    run_ticks(node, 6, instruction="push the block", image=frame(250))
+    assert out.commands and max(c[:3].max() for c in out.commands) <= 0.0
+    bad = node.set_parameters([Parameter("action_max", value=[1.0, 2.0])])
+    assert not bad[0].successful and "4 values" in bad[0].reason
+    bad = node.set_parameters([Parameter("stale_image_timeout", value=-1.0)])
+    assert not bad[0].successful
+    bad = node.set_parameters([Parameter("output", value="joint_commands")])
+    assert not bad[0].successful  # read-only
+
+
+def test_stale_camera_stops_with_one_stop_message_then_resumes(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, autostart=True, stale_image_timeout=0.2)
+    run_ticks(node, 6, instruction="open the drawer")
+    sent = len(out.commands)
+    assert sent > 0
+    node._image_time -= 1.0  # the last frame is now 1 s old
+    for _ in range(5):
+        node._tick()
+    assert len(out.commands) == sent and out.stops == 1
+    assert node.status()["state"] == "stale" and "camera stale" in node.status()["reason"]
+    run_ticks(node, 6)
+    assert len(out.commands) > sent and node.status()["state"] == "running"
+
+
+def test_estop_latches_until_enable_and_acts_before_the_next_tick(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, autostart=True)
+    run_ticks(node, 5, instruction="open the drawer")
+    sent = len(out.commands)
+    node._on_estop(Bool(data=True))
+    assert out.stops == 1  # sent by the callback itself, not at the next tick
+    run_ticks(node, 5)
+    assert len(out.commands) == sent and node.status()["estop"]
+    node._on_estop(Bool(data=False))  # false does not release it
+    run_ticks(node, 3)
+    assert len(out.commands) == sent
+    node._on_enable(SetBool.Request(data=True), SetBool.Response())
+    run_ticks(node, 5)
+    assert len(out.commands) > sent
+    reply = node._on_stop(Trigger.Request(), Trigger.Response())
+    assert reply.success and out.stops == 2
+    sent = len(out.commands)
+    run_ticks(node, 3)
+    assert len(out.commands) == sent
+
+
+@pytest.mark.parametrize(("build", "reason"), [
+    (lambda: numpy_to_image(np.zeros((8, 8), np.uint16), "mono16"), None),  # valid: control
+    (lambda: Image(height=8, width=8, encoding="yuv422", step=16, data=bytes(128)), "image_encoding"),
+    (lambda: Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(100)), "image_truncated"),
+    (lambda: Image(height=0, width=0, encoding="rgb8", step=0), "image_empty"),
+    (lambda: Image(height=8, width=8, encoding="rgb8", step=10, data=bytes(80)), "image_step"),
+    (lambda: numpy_to_image(np.zeros((8000, 8000), np.uint8), "mono8"), "image_too_large"),
+])
+def test_malformed_frames_are_counted_and_never_reach_the_model(make_node, tiny, build, reason) -> None:
+    node, out = make_node(tiny, autostart=True)
+    node._on_instruction(String(data="open the drawer"))
+    node._on_image(build())
+    node._tick()
+    _settle(node)
+    if reason is None:
+        assert node.rejected == {} and node.status()["frames_received"] == 1
+        return
+    assert node.rejected[reason] == 1 and node.status()["frames_received"] == 0
+    assert out.commands == [] and node.status()["state"] == "waiting"
+
+
+def test_undecodable_compressed_frames_fault_until_a_good_one(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, autostart=True, image_transport="compressed")
+    node._on_instruction(String(data="open the drawer"))
+    node._on_compressed(CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg"))
+    node._tick()
+    _settle(node)
+    node._tick()
+    assert node.rejected["image_conversion"] == 1 and node.status()["state"] == "fault" and out.commands == []
+    node._on_compressed(CompressedImage(format="gif", data=b"GIF89a"))
+    assert node.rejected["image_format"] == 1
+    good = numpy_to_compressed(np.full((24, 24, 3), 90, np.uint8), "png")
+    for _ in range(4):
+        node._on_compressed(good)
+        node._tick()
+        _settle(node)
+    assert out.commands and node.status()["state"] == "running"
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "instruction_empty"), ("   \n ", "instruction_empty"), ("open " * 20_000, "instruction_too_long"),
+    ("öffne die Schublade", "instruction_non_ascii"), ("open\x00the drawer", "instruction_control_chars"),
+])
+def test_bad_instructions_are_counted_and_stop_commands(make_node, tiny: Path, text: str, reason: str) -> None:
+    node, out = make_node(tiny, autostart=True)
+    run_ticks(node, 4, instruction="open the drawer")
+    sent = len(out.commands)
+    assert sent > 0
+    node._on_instruction(String(data=text))
+    run_ticks(node, 4)
+    assert node.rejected[reason] == 1 and len(out.commands) == sent and out.stops == 1
+    assert node.status()["state"] == "waiting"
+    run_ticks(node, 4, instruction="open the drawer")
+    assert len(out.commands) > sent
+
+
+def test_non_ascii_instructions_are_accepted_when_allowed(make_node, tiny: Path) -> None:
+    node, out = make_node(tiny, autostart=True, instruction_ascii_only=False)
+    run_ticks(node, 4, instruction="öffne die Schublade")
+    assert out.commands and not node.rejected
+
+
+def test_a_model_that_outputs_nan_never_commands(make_node, tmp_path: Path) -> None:
+    node, out = make_node(make_tiny_model(tmp_path / "nan", nan_output=True), autostart=True)
+    run_ticks(node, 8, instruction="open the drawer")
+    node._tick()
+    assert out.commands == [] and node.rejected["inference_non_finite"] >= 4
+    assert node.status()["state"] == "fault"
+
+
+def test_proprio_from_joint_states_reordered_and_checked(make_node, tmp_path: Path) -> None:
+    node, out = make_node(make_tiny_model(tmp_path / "proprio", proprio_dim=2), autostart=True)
+    run_ticks(node, 3, instruction="open the drawer")
+    assert out.commands == [] and "no usable joint states" in node.status()["reason"]
+    bad = [JointState(name=["joint_0", "joint_1"], position=[0.1, float("nan")]),
+           JointState(name=["joint_0", "joint_1"], position=[0.1]),
+           JointState(name=["joint_0", "other"], position=[0.1, 0.2])]
+    for msg in bad:
+        node._on_joint_states(msg)
+    assert node.rejected == {"joint_states_non_finite": 1, "joint_states_length": 1, "joint_states_missing": 1}
+    node._on_joint_states(JointState(name=["extra", "joint_1", "joint_0"], position=[9.0, 0.2, 0.1]))
+    assert node._joints.tolist() == [0.1, 0.2]
+    run_ticks(node, 4)
+    assert out.commands
+    node._joints_time -= 5.0
+    node._tick()
+    assert node.status()["state"] == "stale" and out.stops == 1
+
+
+def test_joint_trajectory_points_and_joint_position_start_from_the_measured_position(make_node, tmp_path) -> None:
+    node, out = make_node(joint_model(tmp_path / "joints"), autostart=True, output="joint_trajectory",
+                          max_delta_per_tick=[0.05])
+    run_ticks(node, 3, instruction="open the drawer")
+    assert out.commands == [] and "rate limit needs the arm" in node.status()["reason"]
+    node._on_joint_states(JointState(name=["j1", "j2", "j3"], position=[0.2, -0.2, 0.0]))
+    run_ticks(node, 6)
+    assert out.commands
+    first = out.commands[0]
+    assert np.abs(first[:3] - [0.2, -0.2, 0.0]).max() <= 0.05 + 1e-12
+    plan = out.plans[-1]
+    assert plan.shape[1] == 4 and 1 <= len(plan) <= 4
+    assert np.abs(np.diff(plan, axis=0)).max() <= 0.05 + 1e-12
+
+
+def test_diagnostics_report_state_model_rates_and_rejections(make_node, tiny: Path) -> None:
+    node, _ = make_node(tiny, autostart=True)
+    run_ticks(node, 4, instruction="open the drawer")
+    node._on_image(Image(height=8, width=8, encoding="yuv422", step=16, data=bytes(128)))
+    captured = []
+    node.diagnostics_pub.publish = captured.append
+    node.publish_diagnostics()
+    [array] = captured
+    [status] = array.status
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["state"] == "running" and values["model"] == "tiny" and status.hardware_id == "tiny"
+    assert values["provider"] == "CPUExecutionProvider" and values["rejected.image_encoding"] == "1"
+    for key in ("inference_p50_ms", "inference_p99_ms", "camera_rate_hz", "control_rate_hz", "dropped_frames",
+                "missed_ticks"):
+        assert key in values
