@@ -333,6 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
                         help="rosbag2 storage plugin (default: sqlite3)")
 
+
 def run(args: argparse.Namespace) -> int:
     """Run `conla sim episodes`; exit code 0 when every episode is complete, 1 if any failed."""
     try:

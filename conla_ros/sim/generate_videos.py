@@ -277,6 +277,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", choices=("human", "robot"), default="human",
                         help="visual domain (default: human)")
 
+
 def run(args: argparse.Namespace) -> int:
     """Run `conla sim videos`; exit code 0 when every clip is finished, 1 if any failed."""
     try:
