@@ -82,7 +82,13 @@ try:
     )
     from conla_ros.episodes import topics as T
     from conla_ros.ros.image_conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
-    from conla_ros.ros.parameters import ParameterError, ParamSpec, check_parameter_update, declare_parameters
+    from conla_ros.ros.parameters import (
+        ParameterError,
+        ParamSpec,
+        check_parameter_update,
+        declare_parameters,
+        spin_until_shutdown,
+    )
     from conla_ros.ros.policy_io import OUTPUT_MODES, CommandOutput, check_compressed, check_image, plan_output
     from conla_ros.ros.qos import CAMERA_QOS, COMMAND_QOS, INSTRUCTION_QOS
 except ModuleNotFoundError as _missing:
@@ -807,7 +813,7 @@ def _text(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `ros2 run conla_ros policy_node` (ParameterError: exit 2; ModelLoadError: exit 1)."""
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     from conla_ros.ros.dds import use_large_image_profile
 
@@ -819,8 +825,8 @@ def main(argv: list[str] | None = None) -> int:
         node = PolicyNode()
         executor = SingleThreadedExecutor()  # callbacks only: the control loop has its own thread
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_shutdown(executor)
+    except KeyboardInterrupt:  # Ctrl-C while the model was loading
         pass
     except ParameterError as error:
         print(f"{NODE_NAME}: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -113,21 +114,42 @@ def check_parameter_update(specs: Sequence[ParamSpec], parameters: Sequence[Para
     return SetParametersResult(successful=True)
 
 
+def spin_until_shutdown(executor: Executor) -> None:
+    """Spin until Ctrl-C, SIGTERM or shutdown.
+
+    rclpy's signal handler shuts the context down from another thread; when that lands while the
+    executor is building its wait set, spin raises an RCLError ("the given context is not valid")
+    instead of ExternalShutdownException. With the context gone that is a normal exit; with it
+    alive the error is real and propagates.
+    """
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if executor.context.ok():
+            raise
+
+
 def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None) -> int:
-    """The `main()` of every conla_ros node: init, spin until Ctrl-C or shutdown, clean up.
+    """The `main()` of the conla_ros nodes: init, spin until Ctrl-C or shutdown, clean up.
 
     A ParameterError at start-up (an invalid parameter) is printed with the node's name and exits 2.
     The node's own `destroy_node` does its clean-up (close the world, close or abort a recording).
     """
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init(args=argv if argv is not None else sys.argv)
     node: Node | None = None
     try:
         node = make_node()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin_until_shutdown(executor)
+    except KeyboardInterrupt:  # Ctrl-C while the node was starting
         pass
     except ParameterError as error:
         print(f"{name}: {error}", file=sys.stderr)
