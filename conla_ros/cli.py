@@ -51,9 +51,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(("train", "lam"), "train the latent action model (LAPA / ConLA switches in the config)",
             "conla_training.train_lam", extra="training"),
     Command(("train", "vla"), "pretrain the latent VLA on latent-action pseudo-labels",
-            extra="training", planned_in="the latent VLA issue"),
+            "conla_training.train_vla", extra="training"),
     Command(("train", "policy"), "finetune the action head on robot episodes",
-            extra="training", planned_in="the latent VLA issue"),
+            "conla_training.train_policy", extra="training"),
     Command(("label",), "latent-action pseudo-labels for VLA pretraining",
             "conla_training.label", extra="training"),
     Command(("export",), "ONNX export: a policy (--checkpoint), the LAM quantizer (--lam) or the "

@@ -1,0 +1,281 @@
+"""`conla export --checkpoint CKPT --out models/NAME`: a finetuned policy → the robot's model directory.
+
+OUT (DESIGN.md "Files", `conla_ros.core.model_spec`) gets:
+    policy.onnx        image (1, 3, S, S) float32 preprocessed, instruction_embedding (1, 384) float32
+                       [, proprio (1, P) float32, robot units in model.yaml proprio.names order]
+                       → actions (1, H, A) float32 in ROBOT units: the graph de-normalises (chunk head)
+                       or decodes the bins (expected or argmax bin centre) with the training statistics
+    model.yaml         `ModelSpec`: preprocessing (the model's, used in training), action space with the
+                       1st/99th percentile statistics, chunk length, control rate of the episodes,
+                       tensor names, the instruction encoder (+ its probe fingerprint) and provenance
+                       (checkpoint, step, data, the run config verbatim, git commit, parity, versions)
+    text_encoder.onnx + tokenizer.json
+                       the instruction encoder the policy was trained with (`text_encoder="copy"`, the
+                       default), or nothing and a reference (`"reference"`: null = the shared cache when
+                       training used it, else its absolute folder)
+
+Export: `torch.onnx.export` with the TorchScript-based exporter (`dynamo=False`, opset 17, as
+export_text_encoder): the transformers SigLIP/ViT modules are built with eager attention and
+export to plain MatMul/Softmax graphs. Parity: onnxruntime (CPU) against torch on `parity_samples`
+synthetic observations (random images in the preprocessed range, random unit embeddings, proprio
+around the training mean) and, with `episodes`, real samples; max abs difference in robot units
+must be ≤ `PARITY_TOLERANCE` (1e-4) or the export fails (`ExportError`, exit 1) and leaves nothing.
+Finally the directory is loaded with the torch-free runtime (`conla_ros.core.runtime.load_policy`)
+and run once. Everything is written to a hidden sibling folder renamed into place at the end.
+
+torch is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PARITY_TOLERANCE", "ExportError", "add_arguments", "export_policy", "run"]
+
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+IMAGE, INSTRUCTION, PROPRIO, ACTIONS = "image", "instruction_embedding", "proprio", "actions"
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made or failed its checks."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="policy checkpoint (file, step or run folder)")
+    parser.add_argument("--out", type=Path, required=True, help="output model directory (models/NAME)")
+    parser.add_argument("--name", default=None, help="model name in model.yaml (default: the folder name)")
+    parser.add_argument("--text-encoder-mode", choices=("copy", "reference"), default="copy",
+                        help="copy the instruction encoder into OUT (default) or reference it")
+    parser.add_argument("--episodes", type=Path, default=None, help="episodes for the parity check (besides "
+                        "synthetic inputs)")
+    parser.add_argument("--parity-samples", type=int, default=16)
+    parser.add_argument("--opset", type=int, default=OPSET)
+    parser.add_argument("--force", action="store_true", help="replace an existing OUT")
+
+
+def _git_commit() -> str | None:
+    from conla_training.export_lam import _git_commit as commit
+
+    return commit()
+
+
+def _graph(model):
+    import torch
+
+    class PolicyGraph(torch.nn.Module):
+        """The exported computation: preprocessed image, embedding[, proprio] → actions in robot units."""
+
+        def __init__(self, vla) -> None:
+            super().__init__()
+            self.vla = vla
+
+        def forward(self, image, instruction_embedding, proprio=None):
+            return self.vla.predict_actions(image, instruction_embedding, proprio)  # (B, H, A)
+
+    return PolicyGraph(model).eval()
+
+
+def _inputs(model, n: int, seed: int, episodes: Path | None, payload: dict) -> list[tuple[np.ndarray, ...]]:
+    """Parity inputs: synthetic, plus real episode samples when `episodes` is given."""
+    c = model.config
+    rng = np.random.default_rng(seed)
+    size, mean = c.preprocessing.size, model.proprio_mean.numpy()
+    samples = []
+    for _ in range(n):
+        image = rng.uniform(-1.0, 1.0, (1, 3, size, size)).astype(np.float32)
+        emb = rng.normal(size=(1, c.instruction_dim)).astype(np.float32)
+        emb /= np.linalg.norm(emb)
+        sample = (image, emb)
+        if c.proprio_dim:
+            sample += ((mean + rng.normal(0, 0.5, c.proprio_dim)).astype(np.float32)[None],)
+        samples.append(sample)
+    if episodes is not None:
+        from conla_training.datasets.episodes import EpisodeDataConfig, EpisodeDataset
+        from conla_training.vla_trainer import instruction_embeddings
+
+        data = EpisodeDataset(EpisodeDataConfig(root=episodes, max_episodes=2), c.preprocessing, c.chunk_length,
+                              c.proprio_dim > 0)
+        data.set_embeddings(instruction_embeddings(data.instructions, payload["extra"].get("text_encoder"))[0])
+        for i in rng.choice(len(data), size=min(n, len(data)), replace=False):
+            s = data.sample(int(i))
+            sample = (s["image"][None], s["instruction"][None])
+            if c.proprio_dim:
+                sample += (s["proprio"][None],)
+            samples.append(sample)
+    return samples
+
+
+def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoint: Path):
+    import onnxruntime
+    import torch
+
+    from conla_ros.core.model_spec import (
+        ActionSpace,
+        ModelIO,
+        ModelSpec,
+        ProprioSpec,
+        Provenance,
+        TensorSpec,
+    )
+    from conla_ros.episodes.topics import ACTION_NAMES
+
+    c, extra = model.config, payload.get("extra", {})
+    if c.action_dim == len(ACTION_NAMES):  # the episodes' commands: ee twist linear + gripper
+        # MoveIt Servo's unitless twist, 1 = 1 cm per step in the simulated arm (conla_ros.episodes.topics).
+        names, units, gripper = ACTION_NAMES, ("cm/step",) * 3 + ("1",), "gripper"
+    else:
+        names, units, gripper = tuple(f"a{i}" for i in range(c.action_dim)), ("1",) * c.action_dim, None
+    proprio = io_proprio = None
+    if c.proprio_dim:
+        joints = tuple(extra.get("joint_names") or (f"joint_{i}" for i in range(c.proprio_dim)))
+        proprio = ProprioSpec(names=joints, dim=c.proprio_dim)
+        io_proprio = TensorSpec(PROPRIO, (1, c.proprio_dim))
+    size = c.preprocessing.size
+    return ModelSpec(
+        name=name,
+        preprocessing=c.preprocessing,
+        action_space=ActionSpace(kind="ee_delta", names=names, units=units, low=model.action_low.tolist(),
+                                 high=model.action_high.tolist(), gripper=gripper),
+        chunk_length=c.chunk_length,
+        control_rate_hz=float(extra.get("control_rate_hz") or 80.0),
+        proprio=proprio,
+        io=ModelIO(image=TensorSpec(IMAGE, (1, 3, size, size)),
+                   instruction=TensorSpec(INSTRUCTION, (1, c.instruction_dim)),
+                   actions=TensorSpec(ACTIONS, (1, c.chunk_length, c.action_dim)), proprio=io_proprio),
+        instruction_encoder=encoder,
+        provenance=Provenance(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit=_git_commit(),
+            data=tuple(extra.get("data") or ()),
+            config={"run": payload.get("run_config", {}), "model": payload.get("model_config", {})},
+            checkpoint=f"{checkpoint} (step {payload.get('step')})", parity_max_abs_diff=float(parity),
+            versions={"torch": str(torch.__version__), "onnxruntime": str(onnxruntime.__version__)}),
+    )
+
+
+def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None = None,
+                  text_encoder_mode: str = "copy", episodes: Path | None = None, parity_samples: int = 16,
+                  opset: int = OPSET, force: bool = False) -> dict[str, Any]:
+    """Export; returns {"out", "parity_max_abs_diff", "samples", "policy_bytes"}. Raises ExportError."""
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from conla_ros.core.instruction_encoder import ENCODER_ONNX, ENCODER_TOKENIZER, InstructionEncoder, text_encoder_dir
+    from conla_ros.core.model_spec import InstructionEncoderSpec, save_model_spec
+    from conla_ros.core.runtime import load_policy
+    from conla_training.export_text_encoder import PROBE_TEXT, PROBE_VALUES
+    from conla_training.vla_trainer import load_vla
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    if text_encoder_mode not in ("copy", "reference"):
+        raise ExportError(f"text_encoder_mode must be 'copy' or 'reference', got {text_encoder_mode!r}")
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists (pass --force to replace it)")
+    try:
+        model, payload = load_vla(checkpoint)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
+        raise ExportError(f"{checkpoint}: cannot load a VLA checkpoint: {error}") from error
+    c = model.config
+    if c.head == "latent":
+        raise ExportError(f"{checkpoint}: a latent-pretrained VLA (head: latent) outputs latent codes, not robot "
+                          f"actions; finetune it with `conla train policy` (init_from) and export that")
+    encoder_dir = Path(payload.get("extra", {}).get("text_encoder") or text_encoder_dir())
+    try:
+        encoder = InstructionEncoder(encoder_dir, dim=c.instruction_dim)
+    except Exception as error:
+        raise ExportError(f"the instruction encoder the policy was trained with is unusable: {error}") from error
+    probe = tuple(round(float(v), 6) for v in encoder.encode_batch([PROBE_TEXT])[0, :PROBE_VALUES])
+    if text_encoder_mode == "copy":
+        directory = "."
+    else:
+        directory = None if encoder_dir.resolve() == text_encoder_dir().resolve() else str(encoder_dir.resolve())
+    encoder_spec = InstructionEncoderSpec(dim=c.instruction_dim, directory=directory, probe_text=PROBE_TEXT,
+                                          probe_embedding=probe)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        graph = _graph(model)
+        samples = _inputs(model, max(parity_samples, 1), 0, episodes, payload)
+        names = [IMAGE, INSTRUCTION] + ([PROPRIO] if c.proprio_dim else [])
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, tuple(torch.from_numpy(x) for x in samples[0]), str(tmp / "policy.onnx"),
+                              input_names=names, output_names=[ACTIONS], opset_version=opset, dynamo=False)
+        onnx.checker.check_model(str(tmp / "policy.onnx"))
+        session = ort.InferenceSession(str(tmp / "policy.onnx"), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        with torch.no_grad():
+            for sample in samples:
+                got = session.run([ACTIONS], dict(zip(names, sample, strict=True)))[0]
+                want = graph(*(torch.from_numpy(x) for x in sample)).numpy()
+                if got.shape != want.shape:
+                    raise ExportError(f"policy.onnx returns shape {got.shape}, torch {want.shape}")
+                worst = max(worst, float(np.abs(got - want).max()))
+        if not worst <= PARITY_TOLERANCE:
+            raise ExportError(f"parity check failed: onnxruntime and torch differ by {worst:.3g} (> "
+                              f"{PARITY_TOLERANCE:g}) on {len(samples)} samples; nothing was written to {out}")
+        if text_encoder_mode == "copy":
+            for file in (ENCODER_ONNX, ENCODER_TOKENIZER):
+                shutil.copy2(encoder_dir / file, tmp / file)
+        spec = _spec(model, payload, name or out.name, encoder_spec, worst, checkpoint)
+        save_model_spec(spec, tmp)
+        # The directory must load and run with the robot's torch-free runtime (with the encoder it names).
+        policy = load_policy(tmp, providers="cpu", threads=1)
+        size = c.preprocessing.size
+        obs = {"image": np.zeros((size, size, 3), np.uint8), "instruction": "pick up the red block"}
+        if c.proprio_dim:
+            obs["proprio"] = model.proprio_mean.numpy().astype(np.float64)
+        result = policy.infer(obs)
+        if result["actions"].shape != (c.chunk_length, c.action_dim):
+            raise ExportError(f"runtime returned actions of shape {result['actions'].shape}")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is shared like any other folder
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "parity_max_abs_diff": worst, "samples": len(samples),
+            "policy_bytes": (out / "policy.onnx").stat().st_size}
+
+
+def run(args: argparse.Namespace) -> int:
+    """For `conla export --checkpoint`: needs args.checkpoint, args.out; optional name, text_encoder_mode,
+    episodes, parity_samples, opset, force (defaults as in `add_arguments`)."""
+    from conla_ros.core.model_spec import ModelLoadError
+
+    try:
+        result = export_policy(
+            args.checkpoint, args.out, name=getattr(args, "name", None),
+            text_encoder_mode=getattr(args, "text_encoder_mode", "copy"), episodes=getattr(args, "episodes", None),
+            parity_samples=getattr(args, "parity_samples", 16), opset=getattr(args, "opset", None) or OPSET,
+            force=getattr(args, "force", False))
+    except (ExportError, ModelLoadError) as error:
+        print(f"conla export --checkpoint: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {result['out']} (policy.onnx {result['policy_bytes'] / 1e6:.2f} MB, parity max abs diff "
+          f"{result['parity_max_abs_diff']:.2g} on {result['samples']} samples)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="conla export --checkpoint", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
