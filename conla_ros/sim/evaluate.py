@@ -94,6 +94,32 @@ class ScriptedExpertPolicy:
         """Nothing to forget: the expert is a function of the state."""
 
 
+class RuntimePolicy:
+    """An exported model directory (models/NAME) through the robot's torch-free ONNX runtime.
+
+    Exactly what policy_node runs, minus ROS: the same preprocessing, instruction encoder and
+    action chunk in robot units (for Meta-World: dx, dy, dz, gripper in [-1, 1]).
+    """
+
+    def __init__(self, model_dir: Path, providers: str = "auto") -> None:
+        from conla_ros.core.runtime import load_policy
+
+        self._policy = load_policy(model_dir, providers=providers)
+        self._uses_proprio = self._policy.spec.proprio is not None
+        self.name = f"model {self._policy.spec.name} ({self._policy.provider})"
+
+    def reset(self) -> None:
+        """Forget per-episode state (none beyond the runtime's own)."""
+        self._policy.reset()
+
+    def infer(self, obs: dict[str, Any]) -> np.ndarray:
+        """An action chunk (H, 4) from the camera image, the instruction and the joint positions."""
+        inputs = {"image": obs["image"], "instruction": obs["instruction"]}
+        if self._uses_proprio:
+            inputs["proprio"] = obs["proprio"]
+        return self._policy.infer(inputs)["actions"]
+
+
 class RandomPolicy:
     """Uniform random actions in [-1, 1]: the floor any learned policy must clear."""
 
@@ -342,12 +368,6 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate the chosen policy and print the table; 0 on success, non-zero on a usage error."""
     from conla_ros.sim.world import WorldConfig
 
-    if args.model is not None:
-        from conla_ros.cli import EXIT_NOT_AVAILABLE
-
-        print(f"conla eval sim --model {args.model}: the ONNX policy runtime is not built yet (planned in "
-              "the latent VLA issue); use --policy expert or --policy random for now.", file=sys.stderr)
-        return EXIT_NOT_AVAILABLE
     try:
         tasks = [check_task(t) for t in args.tasks]
         kwargs: dict[str, Any] = {"image_size": args.image_size, "domain": args.domain}
@@ -359,7 +379,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"conla eval sim: {error}", file=sys.stderr)
         return 2
-    policy: Policy = RandomPolicy() if args.policy == "random" else ScriptedExpertPolicy()
+    if args.model is not None:
+        from conla_ros.core.runtime import ModelLoadError
+
+        try:
+            policy: Policy = RuntimePolicy(args.model)
+        except ModelLoadError as error:
+            print(f"conla eval sim --model: {error}", file=sys.stderr)
+            return 1
+    else:
+        policy = RandomPolicy() if args.policy == "random" else ScriptedExpertPolicy()
     report = evaluate(policy, tasks, args.episodes, config, video_path=args.video, progress=not args.no_progress)
     print(report.table())
     if args.json is not None:

@@ -161,9 +161,9 @@ def test_cli_run_prints_table_and_writes_json(tmp_path, capsys):
     assert json.loads(out.read_text())["episodes_per_task"] == {"reach": 2}
 
 
-def test_cli_model_is_not_built_yet(capsys):
-    assert run(_args("--model", "models/x")) != 0
-    assert "ONNX policy runtime is not built yet" in capsys.readouterr().err
+def test_cli_model_that_is_not_a_model_directory_fails_naming_it(tmp_path, capsys):
+    assert run(_args("--model", str(tmp_path / "no_such_model"))) == 1
+    assert "no_such_model" in capsys.readouterr().err
 
 
 def test_cli_rejects_unknown_task(capsys):
@@ -176,3 +176,18 @@ def test_cli_is_wired_into_conla(capsys):
 
     assert main(["eval", "sim", "--tasks", "reach", "--episodes", "1", "--no-progress"]) == 0
     assert "reach" in capsys.readouterr().out
+
+
+def test_an_exported_model_runs_through_the_robot_runtime(tmp_path):
+    # A real model directory (ONNX policy with 9-d proprio = the joint positions, tiny encoder),
+    # run by the same torch-free runtime as policy_node: chunks of 4 executed step by step.
+    from fixtures.tiny_model import make_tiny_model
+
+    from conla_ros.sim.evaluate import RuntimePolicy
+
+    model = make_tiny_model(tmp_path / "tiny", proprio_dim=9, chunk_length=4)
+    policy = RuntimePolicy(model)
+    report = evaluate(policy, ["reach"], episodes_per_task=1, config=WorldConfig(max_steps=12), progress=False)
+    assert report.policy.startswith("model tiny")
+    assert [e.length for e in report.episodes] == [12] or report.episodes[0].success
+    assert run(_args("--model", str(model), "--tasks", "reach", "--episodes", "1", "--max-steps", "5")) == 0
