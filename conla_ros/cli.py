@@ -68,6 +68,8 @@ COMMANDS: tuple[Command, ...] = (
             "conla_ros.sim.benchmark", extra="sim"),
     Command(("bench", "lam"), "latent action model training pairs/s and data-loader wait",
             "conla_training.bench_lam", extra="training"),
+    Command(("bench", "policy"), "policy step latency on CPU: onnxruntime vs torch eager, 1 and 2 threads, sizes",
+            "conla_training.bench_policy", extra="training"),
     Command(("bench", "ros"), "ROS 2 image transport latency over loopback", "conla_ros.ros.bench"),
     Command(("bench", "node"), "policy_node under a camera stream: image->command latency, control rate, CPU, RSS",
             "conla_ros.ros.bench_node"),
