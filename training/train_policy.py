@@ -16,58 +16,27 @@ interrupted (checkpoint written; `--resume` continues), 2 bad config, data or ru
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-__all__ = ["add_arguments", "load_run_config", "main", "run"]
+from conla_training.engine.command import add_run_arguments, command_main, run_training
+
+__all__ = ["add_arguments", "main", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, required=True, help="run config YAML (e.g. config/policy_train.yaml)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in train.run_dir from its newest checkpoint")
-    parser.add_argument("--run-dir", type=Path, default=None, help="override train.run_dir")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config field, e.g. --set train.steps=500 (repeatable)")
-
-
-def load_run_config(args: argparse.Namespace):
-    """The PolicyRunConfig of the command line (file + --set + --run-dir)."""
-    from conla_ros.core.config import apply_overrides, load_config
-    from conla_training.vla_trainer import PolicyRunConfig
-
-    config = load_config(PolicyRunConfig, args.config)
-    overrides = list(args.overrides)
-    if args.run_dir is not None:
-        overrides.append(f"train.run_dir={args.run_dir}")
-    return apply_overrides(config, overrides) if overrides else config
+    """Arguments of `conla train policy`."""
+    add_run_arguments(parser, "config/policy_train.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
+    """Train (or with --resume, continue) the run the command line describes."""
+    from conla_training.vla_trainer import PolicyRunConfig, PolicyTrainer
 
-    from conla_ros.core.config import ConfigError
-    from conla_training.engine.trainer import TrainerError
-    from conla_training.vla_trainer import PolicyTrainer
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:  # start-up problems (config, data, instruction encoder): exit 2
-        trainer = PolicyTrainer(load_run_config(args), resume=args.resume)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"conla train policy: {error}", file=sys.stderr)
-        return 2
-    try:
-        return trainer.fit()
-    except TrainerError as error:  # e.g. a run folder with checkpoints and no --resume
-        print(f"conla train policy: {error}", file=sys.stderr)
-        return 2
+    return run_training("conla train policy", PolicyRunConfig, PolicyTrainer, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m conla_training.train_policy` (used by accelerate launch / torchrun)."""
-    parser = argparse.ArgumentParser(prog="conla train policy", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return command_main("conla train policy", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":
