@@ -1,7 +1,7 @@
 """The `conla` command: one entry point, subcommands as in DESIGN.md.
 
 Each leaf command names the module that implements it. Only the module of the command being run
-is imported, so `conla --help` and the robot-side commands never import torch, and a machine
+is imported, so `conla --help` and the robot-side commands never load torch, and a machine
 without the training dependencies gets a clear message instead of an ImportError.
 
 A command module defines:

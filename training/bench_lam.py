@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from conla_training.engine.command import command_main
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -146,9 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla bench lam", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.bench_lam`."""
+    return command_main("conla bench lam", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conla_training.engine.command import command_main
+
 __all__ = ["GOAL_P50_MS", "GOAL_SPEEDUP", "GOAL_THREADS", "add_arguments", "find_checkpoint", "run"]
 
 GOAL_P50_MS = 3.0  # onnxruntime policy step p50 on 2 threads, small model
@@ -327,9 +329,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla bench policy", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.bench_policy`."""
+    return command_main("conla bench policy", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

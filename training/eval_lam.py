@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from conla_training.engine.command import command_main
+
 __all__ = ["add_arguments", "category_accuracy", "linear_probe_r2", "one_hot", "perplexity", "run", "token_agreement"]
 
 
@@ -283,9 +285,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla eval lam", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.eval_lam`."""
+    return command_main("conla eval lam", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from conla_training.engine.command import command_main
+
 __all__ = ["LAM_META", "LAM_ONNX", "add_arguments", "export_lam", "run"]
 
 LAM_ONNX = "lam_encoder.onnx"
@@ -190,9 +192,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla export --lam", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.export_lam`."""
+    return command_main("conla export --lam", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from conla_training.engine.command import command_main
+
 __all__ = ["PARITY_TOLERANCE", "ExportError", "add_arguments", "export_policy", "run"]
 
 PARITY_TOLERANCE = 1e-4
@@ -272,9 +274,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla export --checkpoint", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.export_policy`."""
+    return command_main("conla export --checkpoint", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from conla_training.engine.command import command_main
+
 __all__ = ["PARITY_SENTENCES", "PROBE_TEXT", "SOURCE_PACKAGE", "add_arguments", "export_text_encoder", "is_exported",
            "main", "run"]
 
@@ -224,9 +226,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla export --text-encoder", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.export_text_encoder`."""
+    return command_main("conla export --text-encoder", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from conla_training.engine.command import command_main
+
 __all__ = ["add_arguments", "label_clips", "load_coder", "run"]
 
 log = logging.getLogger(__name__)
@@ -181,9 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conla label", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Entry point for `python -m conla_training.label`."""
+    return command_main("conla label", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":
