@@ -6,51 +6,18 @@ exact Node action (package, executable, parameters, environment) it would start.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import types
 from pathlib import Path
 
 import pytest
+from fixtures.launch_stubs import LAUNCH_DIR, load_launch_file
 
-REPO = Path(__file__).resolve().parents[2]
-LAUNCH_FILE = REPO / "launch" / "policy.launch.py"
+LAUNCH_FILE = LAUNCH_DIR / "policy.launch.py"
 ARGUMENTS = {"model_dir", "params_file", "namespace", "use_sim_time", "output", "autostart"}
 
 
-class _Recorded:
-    def __init__(self, *args, **kwargs) -> None:
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration(_Recorded):
-    def perform(self, context) -> str:
-        return context.values[self.args[0]]
-
-
-def _load(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    names = {
-        "launch": ("LaunchContext", "LaunchDescription"),
-        "launch.actions": ("DeclareLaunchArgument", "OpaqueFunction"),
-        "launch.substitutions": ("PathJoinSubstitution",),
-        "launch_ros": (),
-        "launch_ros.actions": ("Node",),
-        "launch_ros.substitutions": ("FindPackageShare",),
-    }
-    for module_name, classes in names.items():
-        module = types.ModuleType(module_name)
-        for cls in classes:
-            setattr(module, cls, type(cls, (_Recorded,), {}))
-        monkeypatch.setitem(sys.modules, module_name, module)
-    sys.modules["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-    spec = importlib.util.spec_from_file_location("policy_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _node(monkeypatch: pytest.MonkeyPatch, **values: str):
-    [entries] = _load(monkeypatch).generate_launch_description().args
+    [entries] = load_launch_file(monkeypatch, "policy.launch.py").generate_launch_description().args
     declared = {a.args[0]: a for a in entries if type(a).__name__ == "DeclareLaunchArgument"}
     assert set(declared) == ARGUMENTS
     assert all(a.kwargs.get("description") for a in declared.values())

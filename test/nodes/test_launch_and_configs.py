@@ -8,59 +8,20 @@ exactly the parameters each node declares, with values the node accepts.
 from __future__ import annotations
 
 import importlib.util
-import sys
 import types
 from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.launch_stubs import Recorded, load_launch_file
 
 from conla_ros.episodes import topics as T
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class _Recorded:
-    """A stand-in launch action or substitution: keeps its arguments."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.args, self.kwargs = args, kwargs
-
-
-class _LaunchConfiguration(_Recorded):
-    def perform(self, context) -> str:
-        return context.values[self.args[0]]
-
-
-def _stub_launch_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    names = {
-        "launch": ("LaunchContext", "LaunchDescription"),
-        "launch.actions": ("DeclareLaunchArgument", "ExecuteProcess", "IncludeLaunchDescription", "OpaqueFunction"),
-        "launch.launch_description_sources": ("PythonLaunchDescriptionSource",),
-        "launch.substitutions": ("PathJoinSubstitution",),
-        "launch_ros": (),
-        "launch_ros.actions": ("Node",),
-        "launch_ros.parameter_descriptions": ("ParameterValue",),
-        "launch_ros.substitutions": ("FindPackageShare",),
-    }
-    for module_name, classes in names.items():
-        module = types.ModuleType(module_name)
-        for cls in classes:
-            setattr(module, cls, type(cls, (_Recorded,), {}))
-        monkeypatch.setitem(sys.modules, module_name, module)
-    sys.modules["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-
-
-def _load_launch_file(monkeypatch: pytest.MonkeyPatch, name: str) -> types.ModuleType:
-    _stub_launch_api(monkeypatch)
-    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), REPO / "launch" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _actions(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> list[_Recorded]:
-    module = _load_launch_file(monkeypatch, "record.launch.py")
+def _actions(monkeypatch: pytest.MonkeyPatch, **overrides: str) -> list[Recorded]:
+    module = load_launch_file(monkeypatch, "record.launch.py")
     description = module.generate_launch_description()
     [entries] = description.args
     defaults = {a.args[0]: a.kwargs["default_value"] for a in entries if type(a).__name__ == "DeclareLaunchArgument"}
@@ -76,7 +37,7 @@ def test_launch_files_compile(name: str) -> None:
 
 
 def test_sim_demo_starts_the_sim_arm_and_includes_the_policy_launch_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = _load_launch_file(monkeypatch, "sim_demo.launch.py")
+    module = load_launch_file(monkeypatch, "sim_demo.launch.py")
     [entries] = module.generate_launch_description().args
     kinds = [type(a).__name__ for a in entries]
     assert kinds.count("Node") == 1 and kinds.count("IncludeLaunchDescription") == 1

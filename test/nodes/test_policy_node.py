@@ -17,6 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from fixtures.ros_nodes import node_factory  # noqa: E402
 from fixtures.tiny_model import make_tiny_model, tiny_spec  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
@@ -54,25 +55,14 @@ class Recorder:
 
 @pytest.fixture
 def make_node() -> Iterator:
-    made: list[tuple[PolicyNode, object]] = []
+    """make_node(model_dir, **params) -> (PolicyNode without its control thread, Recorder of its output)."""
+    with node_factory(PolicyNode, start_control_loop=False) as make:
 
-    def make(model_dir: Path, **params) -> tuple[PolicyNode, Recorder]:
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        overrides = [Parameter("model_dir", value=str(model_dir)), Parameter("control_rate_hz", value=20.0)]
-        overrides += [Parameter(k, value=v) for k, v in params.items()]
-        try:
-            node = PolicyNode(context=context, start_control_loop=False, parameter_overrides=overrides)
-        except BaseException:
-            rclpy.try_shutdown(context=context)
-            raise
-        made.append((node, context))
-        return node, Recorder(node.output)
+        def make_policy(model_dir: Path, **params) -> tuple[PolicyNode, Recorder]:
+            node = make(**{"model_dir": str(model_dir), "control_rate_hz": 20.0, **params})
+            return node, Recorder(node.output)
 
-    yield make
-    for node, context in reversed(made):
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        yield make_policy
 
 
 @pytest.fixture(scope="module")

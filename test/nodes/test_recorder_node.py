@@ -17,8 +17,8 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from fixtures.ros_nodes import node_factory  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
@@ -37,25 +37,8 @@ JOINTS = ("a", "b", "c")
 @pytest.fixture
 def make_recorder(tmp_path: Path) -> Iterator:
     """make_recorder(**params) -> RecorderNode writing under tmp_path/out, destroyed at teardown."""
-    made: list[tuple[RecorderNode, rclpy.Context]] = []
-
-    def make(**params) -> RecorderNode:
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        params.setdefault("output_dir", str(tmp_path / "out"))
-        overrides = [Parameter(name, value=value) for name, value in params.items()]
-        try:
-            node = RecorderNode(context=context, parameter_overrides=overrides)
-        except BaseException:
-            rclpy.try_shutdown(context=context)
-            raise
-        made.append((node, context))
-        return node
-
-    yield make
-    for node, context in made:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    with node_factory(RecorderNode) as make:
+        yield lambda **params: make(**{"output_dir": str(tmp_path / "out"), **params})
 
 
 def frame(k: int) -> np.ndarray:

@@ -15,6 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from fixtures.ros_nodes import node_factory  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -26,24 +27,9 @@ from conla_ros.sim.instructions import instructions, sample_instruction  # noqa:
 
 @pytest.fixture
 def make_arm() -> Iterator:
-    made: list[tuple[SimArmNode, rclpy.Context]] = []
-
-    def make(**params) -> SimArmNode:
-        context = rclpy.Context()
-        rclpy.init(context=context)
-        try:
-            node = SimArmNode(context=context,
-                              parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        except BaseException:
-            rclpy.try_shutdown(context=context)
-            raise
-        made.append((node, context))
-        return node
-
-    yield make
-    for node, context in reversed(made):
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+    """make_arm(**params) -> SimArmNode, destroyed at teardown."""
+    with node_factory(SimArmNode) as make:
+        yield make
 
 
 def twist(x: float, frame: str = "base_link"):
