@@ -22,7 +22,9 @@ front of a tick). It asks the inference thread for a chunk when the `ChunkExecut
 a frame newer than the last one used exists; that thread converts the frame, runs the model and
 hands the chunk back with the tick its observation was taken at, while the ticks keep playing the
 current chunk. So a tick never waits for the model (only, briefly, for the lock that orders
-commands against the e-stop).
+commands against the e-stop). Nor does a fresh chunk wait for a tick: the control loop wakes when
+one arrives and runs the next scheduled tick at once, then keeps to its schedule (the rate stays
+`control_rate_hz`; only the slot of that one tick moves earlier).
 
 Safety, on every tick: a command is published only when the node is enabled, not e-stopped, has
 an instruction, a camera frame younger than `stale_image_timeout`, joint states (when used) and a
@@ -326,6 +328,7 @@ class PolicyNode(Node):
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=inputs)
         self.create_service(Trigger, "~/stop", self._on_stop, callback_group=inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._chunk_arrived = threading.Event()  # set by the inference thread: wakes the control loop early
         self._thread = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
         self._thread.start()
         self._stop_loop = threading.Event()
@@ -528,14 +531,17 @@ class PolicyNode(Node):
         """The control ticks, on a steady clock, in a thread of their own (no executor queue in front of them).
 
         Deadlines are absolute (no drift); a tick that comes more than half a period late counts as
-        missed, and the schedule restarts from now instead of bursting to catch up.
+        missed, and the schedule restarts from now instead of bursting to catch up. A fresh chunk
+        does not wait for its slot: its first command goes out when it arrives, in place of the next
+        scheduled tick, and the schedule goes on from that slot (so the rate stays `control_rate_hz`
+        and image -> command latency loses the wait for the tick, up to one period).
         """
         deadline = time.monotonic()
         while not self._stop_loop.is_set():
             deadline += self.period_s
             delay = deadline - time.monotonic()
             if delay > 0:
-                if self._stop_loop.wait(delay):
+                if self._wait_for_slot_or_fresh_chunk(deadline):
                     return
             elif -delay > 0.5 * self.period_s:
                 self.counters["missed_ticks"] += 1 + int(-delay / self.period_s)
@@ -549,6 +555,21 @@ class PolicyNode(Node):
                     with contextlib.suppress(Exception):
                         self._halt(self._fault)
                 self.get_logger().error(self._fault, throttle_duration_sec=_LOG_THROTTLE_S)
+
+    def _wait_for_slot_or_fresh_chunk(self, deadline: float) -> bool:
+        """Sleep until `deadline` or until a chunk no command has used yet arrives; True when stopping."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._stop_loop.is_set()
+            if self._chunk_arrived.wait(remaining):
+                self._chunk_arrived.clear()
+                if self._stop_loop.is_set():
+                    return True
+                with self._lock:  # a chunk that arrived during the last tick was used by it: keep waiting
+                    if self._fresh_chunk_stamp_ns is not None:
+                        self.counters["early_ticks"] += 1
+                        return False
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -721,6 +742,7 @@ class PolicyNode(Node):
             if accepted:
                 self._latest_chunk = (epoch, obs_tick, actions)
                 self._fresh_chunk_stamp_ns = stamp_ns
+                self._chunk_arrived.set()  # the control loop acts on it now rather than at the next slot
             else:
                 self.counters["chunks_late"] += 1
             self._fault = None
@@ -764,6 +786,7 @@ class PolicyNode(Node):
                 "dropped_frames": self.counters["dropped_frames"],
                 "missed_ticks": self.counters["missed_ticks"],
                 "starved_ticks": self.counters["starved_ticks"],
+                "early_ticks": self.counters["early_ticks"],
                 "chunks_late": self.counters["chunks_late"],
                 "chunks_discarded": self.counters["chunks_discarded"],
                 "executor_dropped_stale": self.chunks.dropped_stale,
@@ -792,6 +815,7 @@ class PolicyNode(Node):
         lock = getattr(self, "_lock", None)
         if lock is not None and hasattr(self, "_loop"):
             self._stop_loop.set()
+            self._chunk_arrived.set()
             if self._loop.is_alive():
                 self._loop.join(timeout=2.0)
             with lock:

@@ -354,3 +354,22 @@ def test_diagnostics_report_state_model_rates_and_rejections(make_node, tiny: Pa
     for key in ("inference_p50_ms", "inference_p99_ms", "camera_rate_hz", "control_rate_hz", "dropped_frames",
                 "missed_ticks"):
         assert key in values
+
+
+def test_a_fresh_chunk_is_acted_on_when_it_arrives_and_the_rate_stays(tiny: Path) -> None:
+    """With the real control thread at 2 Hz: the first command follows the first frame by the inference
+    time, not by up to one 0.5 s period, and early ticks take a slot's place (no extra commands)."""
+    with node_factory(PolicyNode) as make:
+        node = make(model_dir=str(tiny), control_rate_hz=2.0, autostart=True, stale_image_timeout=1.0)
+        sent: list[float] = []
+        node.output.publish = lambda command, plan=None: sent.append(time.monotonic())
+        node._on_instruction(String(data="open the drawer"))
+        time.sleep(0.05)  # just after a slot: the next one is ~0.45 s away
+        first_frame = time.monotonic()
+        while time.monotonic() - first_frame < 3.0:
+            node._on_image(frame())
+            time.sleep(0.05)
+        assert sent, "no command in 3 s"
+        assert sent[0] - first_frame < 0.25, f"first command {sent[0] - first_frame:.3f} s after the frame"
+        assert node.status()["early_ticks"] >= 1
+        assert 4 <= len(sent) <= 7, f"{len(sent)} commands in 3 s at 2 Hz"
