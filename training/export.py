@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from conla_training.export_policy import RECIPE_HELP
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `conla export` (the union of what each export takes)."""
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="--checkpoint: replace an existing model folder; --text-encoder: export again")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18 for --lam, 17 otherwise)")
+    parser.add_argument("--recipe", type=Path, default=None, help="--checkpoint: " + RECIPE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
         return export_policy.run(argparse.Namespace(
             checkpoint=args.checkpoint, out=args.out, name=args.name, text_encoder_mode=args.text_encoder_mode,
-            episodes=args.episodes, parity_samples=args.parity_samples, opset=args.opset or 17, force=args.force))
+            episodes=args.episodes, parity_samples=args.parity_samples, opset=args.opset or 17, force=args.force,
+            recipe=args.recipe))
     if args.text_encoder:
         from conla_training import export_text_encoder
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from conla_training.engine.command import command_main
+from conla_training.lineage import lineage
 
 __all__ = ["PARITY_TOLERANCE", "ExportError", "add_arguments", "export_policy", "run"]
 
@@ -63,6 +64,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parity-samples", type=int, default=16)
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--force", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--recipe", type=Path, default=None, help=RECIPE_HELP)
+
+
+RECIPE_HELP = ("a text file of the commands that made the data and the model, one per line; kept in model.yaml "
+               "(provenance.recipe) beside the lineage read from the run folders")
+
+
+def read_recipe(path: Path | None) -> tuple[str, ...]:
+    """The non-empty lines of a recipe file (commands and # comments), or () for None."""
+    if path is None:
+        return ()
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ExportError(f"--recipe {path}: cannot read it: {error.strerror or error}") from None
+    return tuple(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def _git_commit() -> str | None:
@@ -117,7 +134,8 @@ def _inputs(model, n: int, seed: int, episodes: Path | None, payload: dict) -> l
     return samples
 
 
-def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoint: Path):
+def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoint: Path,
+          recipe: tuple[str, ...] = ()):
     import onnxruntime
     import torch
 
@@ -160,13 +178,14 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
             data=tuple(extra.get("data") or ()),
             config={"run": payload.get("run_config", {}), "model": payload.get("model_config", {})},
             checkpoint=f"{checkpoint} (step {payload.get('step')})", parity_max_abs_diff=float(parity),
-            versions={"torch": str(torch.__version__), "onnxruntime": str(onnxruntime.__version__)}),
+            versions={"torch": str(torch.__version__), "onnxruntime": str(onnxruntime.__version__)},
+            lineage=tuple(lineage(checkpoint)), recipe=recipe),
     )
 
 
 def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None = None,
                   text_encoder_mode: str = "copy", episodes: Path | None = None, parity_samples: int = 16,
-                  opset: int = OPSET, force: bool = False) -> dict[str, Any]:
+                  opset: int = OPSET, force: bool = False, recipe: tuple[str, ...] = ()) -> dict[str, Any]:
     """Export; returns {"out", "parity_max_abs_diff", "samples", "policy_bytes"}. Raises ExportError."""
     import warnings
 
@@ -232,7 +251,7 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
         if text_encoder_mode == "copy":
             for file in (ENCODER_ONNX, ENCODER_TOKENIZER):
                 shutil.copy2(encoder_dir / file, tmp / file)
-        spec = _spec(model, payload, name or out.name, encoder_spec, worst, checkpoint)
+        spec = _spec(model, payload, name or out.name, encoder_spec, worst, checkpoint, recipe)
         save_model_spec(spec, tmp)
         # The directory must load and run with the robot's torch-free runtime (with the encoder it names).
         policy = load_policy(tmp, providers="cpu", threads=1)
@@ -256,7 +275,7 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
 
 def run(args: argparse.Namespace) -> int:
     """For `conla export --checkpoint`: needs args.checkpoint, args.out; optional name, text_encoder_mode,
-    episodes, parity_samples, opset, force (defaults as in `add_arguments`)."""
+    episodes, parity_samples, opset, force, recipe (defaults as in `add_arguments`)."""
     from conla_ros.core.model_spec import ModelLoadError
 
     try:
@@ -264,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.out, name=getattr(args, "name", None),
             text_encoder_mode=getattr(args, "text_encoder_mode", "copy"), episodes=getattr(args, "episodes", None),
             parity_samples=getattr(args, "parity_samples", 16), opset=getattr(args, "opset", None) or OPSET,
-            force=getattr(args, "force", False))
+            force=getattr(args, "force", False), recipe=read_recipe(getattr(args, "recipe", None)))
     except (ExportError, ModelLoadError) as error:
         print(f"conla export --checkpoint: {error}", file=sys.stderr)
         return 1

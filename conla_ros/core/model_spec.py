@@ -329,6 +329,9 @@ class Provenance:
     checkpoint: str | None = None
     parity_max_abs_diff: float | None = None  # onnxruntime vs torch at export
     versions: dict[str, str] = field(default_factory=dict)
+    # The stages behind the checkpoint, newest first (policy, vla, labels, lam), from their run folders.
+    lineage: tuple[dict[str, Any], ...] = ()
+    recipe: tuple[str, ...] = ()  # the commands that made the data and the model, as the user gave them
 
     def __post_init__(self) -> None:
         try:
@@ -336,6 +339,8 @@ class Provenance:
         except ValueError:
             raise ValueError(f"created must be an ISO 8601 date-time, got {self.created!r}") from None
         object.__setattr__(self, "data", tuple(self.data))
+        object.__setattr__(self, "lineage", tuple(self.lineage))
+        object.__setattr__(self, "recipe", tuple(self.recipe))
         if self.parity_max_abs_diff is not None and not (
                 _is_number(self.parity_max_abs_diff) and self.parity_max_abs_diff >= 0):
             raise ValueError(f"parity_max_abs_diff must be a number >= 0 or null, got {self.parity_max_abs_diff!r}")

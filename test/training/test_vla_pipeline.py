@@ -46,10 +46,19 @@ def test_videos_to_runtime(clean_video_root, tmp_path_factory, tmp_path):
                         "--set", f"data.text_encoder={encoder}"]) == 0
 
     out = tmp_path / "models" / "tiny"
+    recipe = tmp_path / "recipe.sh"
+    recipe.write_text("# the tiny pipeline\n\nconla train lam --config config/lam_tiny.yaml\n")
     assert export_policy.run(argparse.Namespace(checkpoint=policy_run, out=out, episodes=episodes,
-                                                parity_samples=4)) == 0
+                                                parity_samples=4, recipe=recipe)) == 0
     policy = load_policy(out, providers="cpu")
     assert policy.spec.instruction_encoder.probe_text  # the real encoder's fingerprint travels with the model
+    # The whole data recipe is in model.yaml: every stage back to the LAM's videos, and the commands given.
+    provenance = policy.spec.provenance
+    assert [stage["stage"] for stage in provenance.lineage] == ["policy", "vla", "labels", "lam"]
+    assert provenance.lineage[0]["episodes"] == str(episodes) and provenance.lineage[-1]["videos"] == str(
+        clean_video_root)
+    assert provenance.lineage[-1]["method"] in ("ConLA", "LAPA") and provenance.lineage[1]["status"] == "finished"
+    assert provenance.recipe == ("# the tiny pipeline", "conla train lam --config config/lam_tiny.yaml")
 
     from conla_ros.sim.world import SimWorld
 
