@@ -103,6 +103,9 @@ except ModuleNotFoundError as _missing:
 NODE_NAME = "policy_node"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 _LOG_THROTTLE_S = 2.0
+# A frame that arrived less than this many ticks ago is fresh enough to start an inference at a tick;
+# an older one waits for the next frame (at 30 Hz that costs less than a chunk can cover).
+_FRESH_FRAME_TICKS = 0.25
 EXIT_MODEL_ERROR = 1
 EXIT_PARAMETER_ERROR = 2
 EXIT_MISSING_DEPENDENCY = 4
@@ -582,9 +585,10 @@ class PolicyNode(Node):
                 self._set_state(state, reason)
                 return
             if self._fault is not None or self.chunks.needs_chunk():
-                # Prefer a fresh frame (the camera callback starts the inference when one arrives); take
-                # the newest older one only when the current chunk is about to run out.
-                fresh = self._image_time is not None and now - self._image_time < self.period_s
+                # Prefer the next frame: the camera callback starts the inference when it arrives, which
+                # keeps image -> command short. Take a frame that has waited only when it is a fraction
+                # of a tick old, or when the current chunk is about to run out.
+                fresh = self._image_time is not None and now - self._image_time < _FRESH_FRAME_TICKS * self.period_s
                 if fresh or self._fault is not None or self.chunks.ticks_left() <= 1:
                     self._request_inference()
             if self._fault is not None:

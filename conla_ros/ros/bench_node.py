@@ -62,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
     transport = use_large_image_profile()  # this process and the node's (inherited)
 
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
     from conla_ros.episodes import topics as T
     from conla_ros.ros.image_conversions import numpy_to_image
+    from conla_ros.ros.policy_diagnostics import PolicyDiagnostics
     from conla_ros.ros.qos import CAMERA_QOS, INSTRUCTION_QOS
 
     command = [sys.executable, "-m", "conla_ros.nodes.policy_node", "--ros-args", "-p", f"model_dir:={args.model}",
@@ -81,12 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
-    diagnostics: list[dict[str, str]] = []
-
-    def on_diag(msg: DiagnosticArray) -> None:
-        diagnostics.extend({kv.key: kv.value for kv in s.values} for s in msg.status if s.name.startswith("policy"))
-
-    client.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    diagnostics = PolicyDiagnostics(client).reports
     camera = client.create_publisher(Image, T.CAMERA.name, CAMERA_QOS)
     instruction = client.create_publisher(String, T.INSTRUCTION.name, INSTRUCTION_QOS)
     try:

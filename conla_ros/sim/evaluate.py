@@ -37,23 +37,27 @@ if TYPE_CHECKING:  # the world imports MuJoCo: only when an evaluation runs
     from conla_ros.sim.world import Observation, SimWorld, WorldConfig
 
 __all__ = [
+    "HELDOUT_PER_TASK",
     "HELDOUT_SEEDS",
     "TRAIN_SEED_LIMIT",
     "EpisodeResult",
     "EvalReport",
     "Policy",
     "RandomPolicy",
+    "RolloutVideo",
     "ScriptedExpertPolicy",
     "add_arguments",
+    "episode_caption",
     "evaluate",
+    "heldout_instruction",
     "make_obs",
     "run",
 ]
 
 TRAIN_SEED_LIMIT = 1_000_000  # data generation must use world seeds below this
-_HELDOUT_PER_TASK = 100
+HELDOUT_PER_TASK = 100  # held-out seeds per task: --episodes is at most this
 HELDOUT_SEEDS: dict[str, tuple[int, ...]] = {
-    task: tuple(TRAIN_SEED_LIMIT + i for i in range(_HELDOUT_PER_TASK)) for task in MT10_TASKS
+    task: tuple(TRAIN_SEED_LIMIT + i for i in range(HELDOUT_PER_TASK)) for task in MT10_TASKS
 }
 
 _VIDEO_MIN_SIDE = 256  # rollout videos are upscaled (nearest) to at least this many pixels
@@ -244,8 +248,11 @@ def _as_chunk(actions: Any) -> np.ndarray:
     return chunk
 
 
-class _VideoRecorder:
-    """All rollouts in one mp4: frames upscaled, a caption, and a green/red border at the end."""
+class RolloutVideo:
+    """All rollouts in one mp4: frames upscaled, a caption, and a green/red border at the end.
+
+    Shared by `conla eval sim` and `conla eval ros`, so both write the same kind of video.
+    """
 
     def __init__(self, path: Path, image_size: int, fps: float) -> None:
         import cv2
@@ -269,8 +276,25 @@ class _VideoRecorder:
         self._writer.write(big)
         return big
 
+    def finish(self, image: np.ndarray, caption: str, success: bool) -> None:
+        """End an episode: hold its last frame a quarter second, framed green (success) or red (failure)."""
+        colour = (0, 200, 0) if success else (0, 0, 220)  # BGR
+        for _ in range(20):
+            self.frame(image, caption + (" success" if success else " fail"), border=colour)
+
     def close(self) -> None:
+        """Finish the file."""
         self._writer.release()
+
+
+def heldout_instruction(task: str, seed: int) -> str:
+    """The held-out paraphrase an evaluation episode of (task, seed) gets (sim_arm_node draws the same)."""
+    return sample_instruction(task, np.random.default_rng([seed, 1]), split="heldout")
+
+
+def episode_caption(task: str, seed: int) -> str:
+    """The video caption of an evaluation episode: task and held-out scene number."""
+    return f"{task} #{seed - TRAIN_SEED_LIMIT}"
 
 
 def evaluate(
@@ -295,10 +319,10 @@ def evaluate(
         raise TypeError(f"a policy needs an infer(obs) method; {type(policy).__name__} has none")
     config = WorldConfig() if config is None else config
     tasks = [check_task(t) for t in tasks]
-    if not 1 <= episodes_per_task <= _HELDOUT_PER_TASK:
-        raise ValueError(f"episodes_per_task must be in [1, {_HELDOUT_PER_TASK}], got {episodes_per_task}")
+    if not 1 <= episodes_per_task <= HELDOUT_PER_TASK:
+        raise ValueError(f"episodes_per_task must be in [1, {HELDOUT_PER_TASK}], got {episodes_per_task}")
     policy_name = getattr(policy, "name", type(policy).__name__)
-    video = _VideoRecorder(Path(video_path), config.image_size, CONTROL_RATE_HZ) if video_path else None
+    video = RolloutVideo(Path(video_path), config.image_size, CONTROL_RATE_HZ) if video_path else None
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(tasks) * episodes_per_task, desc="eval sim", unit="ep", disable=not progress)
     try:
@@ -318,12 +342,12 @@ def evaluate(
     return EvalReport(policy=policy_name, episodes=tuple(results), config=config_values)
 
 
-def _run_episode(policy: Policy, world: SimWorld, task: str, seed: int, video: _VideoRecorder | None) -> EpisodeResult:
-    instruction = sample_instruction(task, np.random.default_rng([seed, 1]), split="heldout")
+def _run_episode(policy: Policy, world: SimWorld, task: str, seed: int, video: RolloutVideo | None) -> EpisodeResult:
+    instruction = heldout_instruction(task, seed)
     if hasattr(policy, "reset"):
         policy.reset()
     obs = world.reset(task, seed)
-    caption = f"{task} #{seed - TRAIN_SEED_LIMIT}"
+    caption = episode_caption(task, seed)
     chunk: list[np.ndarray] = []
     while not world.done:
         if video is not None:
@@ -333,9 +357,7 @@ def _run_episode(policy: Policy, world: SimWorld, task: str, seed: int, video: _
         obs = world.step(chunk.pop(0))
     success = world.succeeded
     if video is not None:
-        colour = (0, 200, 0) if success else (0, 0, 220)  # BGR: green success, red failure
-        for _ in range(20):  # hold the last frame a quarter second
-            video.frame(obs.image, caption + (" success" if success else " fail"), border=colour)
+        video.finish(obs.image, caption, success)
     return EpisodeResult(task=task, seed=seed, instruction=instruction, success=success, length=obs.step)
 
 
@@ -353,7 +375,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", default=list(MT10_TASKS), metavar="TASK",
                         help="MT10 task names (default: all ten)")
     parser.add_argument("--episodes", type=int, default=10, metavar="N",
-                        help=f"held-out seeds per task (default 10, at most {_HELDOUT_PER_TASK})")
+                        help=f"held-out seeds per task (default 10, at most {HELDOUT_PER_TASK})")
     parser.add_argument("--image-size", type=int, default=64, metavar="S", help="camera image side (default 64)")
     parser.add_argument("--domain", choices=("robot", "human"), default="robot",
                         help="visual domain to evaluate in (default robot)")
@@ -374,8 +396,8 @@ def run(args: argparse.Namespace) -> int:
         if args.max_steps is not None:
             kwargs["max_steps"] = args.max_steps
         config = WorldConfig(**kwargs)
-        if not 1 <= args.episodes <= _HELDOUT_PER_TASK:
-            raise ValueError(f"--episodes must be in [1, {_HELDOUT_PER_TASK}], got {args.episodes}")
+        if not 1 <= args.episodes <= HELDOUT_PER_TASK:
+            raise ValueError(f"--episodes must be in [1, {HELDOUT_PER_TASK}], got {args.episodes}")
     except ValueError as error:
         print(f"conla eval sim: {error}", file=sys.stderr)
         return 2
