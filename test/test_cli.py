@@ -37,10 +37,16 @@ def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFix
     assert "usage: conla " + " ".join(path) in capsys.readouterr().out
 
 
-def test_unbuilt_command_says_so_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    unbuilt = next(c for c in cli.COMMANDS if c.module is None)
+def test_unbuilt_command_says_so_and_fails(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every DESIGN.md command is built now: check the "not yet" path with a stand-in unbuilt one.
+    unbuilt = cli.Command(("eval", "unbuilt"), "a command still to come", planned_in="a later issue")
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, unbuilt))
     assert cli.main([*unbuilt.path, "--anything"]) == cli.EXIT_NOT_AVAILABLE
-    assert "not available yet" in capsys.readouterr().err
+    assert "not available yet (planned in a later issue)" in capsys.readouterr().err
+
+
+def test_every_command_is_built() -> None:
+    assert [c.path for c in cli.COMMANDS if c.module is None] == []
 
 
 def test_missing_dependency_names_the_extra(capsys: pytest.CaptureFixture[str]) -> None:

@@ -289,6 +289,7 @@ class PolicyNode(Node):
         self._state, self._reason = "disabled", "starting"
         self._request: tuple[int, int, Any, int, str, np.ndarray | None] | None = None  # see _infer
         self._busy = False
+        self._recent_inference_s = 0.0
         self.rejected: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.inference_ms = LatencyWindow(5000)
@@ -587,9 +588,9 @@ class PolicyNode(Node):
             if self._fault is not None or self.chunks.needs_chunk():
                 # Prefer the next frame: the camera callback starts the inference when it arrives, which
                 # keeps image -> command short. Take a frame that has waited only when it is a fraction
-                # of a tick old, or when the current chunk is about to run out.
+                # of a tick old, or when the next one would come too late to keep the chunks going.
                 fresh = self._image_time is not None and now - self._image_time < _FRESH_FRAME_TICKS * self.period_s
-                if fresh or self._fault is not None or self.chunks.ticks_left() <= 1:
+                if fresh or self._fault is not None or not self._next_frame_in_time(now):
                     self._request_inference()
             if self._fault is not None:
                 self._halt(self._fault)
@@ -619,6 +620,16 @@ class PolicyNode(Node):
                 self._fresh_chunk_stamp_ns = None
             self._commanding = True
             self._set_state("running", "")
+
+    def _next_frame_in_time(self, now: float) -> bool:
+        """Whether the camera's next frame, at its measured rate, can still be turned into a chunk (with
+        the recent worst inference time and a tick to spare) before the current chunk runs out."""
+        rate = self.camera_rate.rate(now)
+        if self._image_time is None or rate <= 0.0:
+            return False
+        next_frame_in = self._image_time + 1.0 / rate - now
+        needed = max(next_frame_in, 0.0) + self._recent_inference_s + self.period_s
+        return needed < self.chunks.ticks_left() * self.period_s
 
     def _rest_of_chunk(self, tick: int) -> np.ndarray:
         chunk = self._latest_chunk
@@ -734,6 +745,8 @@ class PolicyNode(Node):
         elapsed_ms = (time.perf_counter() - start) * 1e3
         with self._lock:
             self.inference_ms.add(elapsed_ms)
+            # A slowly forgotten maximum: how long the next inference may take, for _next_frame_in_time.
+            self._recent_inference_s = max(elapsed_ms / 1e3, 0.95 * self._recent_inference_s)
             self.counters["inferences"] += 1
             if epoch != self._epoch:
                 self.counters["chunks_discarded"] += 1  # the node stopped or the task changed meanwhile

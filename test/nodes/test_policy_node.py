@@ -373,3 +373,19 @@ def test_a_fresh_chunk_is_acted_on_when_it_arrives_and_the_rate_stays(tiny: Path
         assert sent[0] - first_frame < 0.25, f"first command {sent[0] - first_frame:.3f} s after the frame"
         assert node.status()["early_ticks"] >= 1
         assert 4 <= len(sent) <= 7, f"{len(sent)} commands in 3 s at 2 Hz"
+
+
+def test_a_tick_waits_for_the_next_frame_only_while_it_can_still_arrive_in_time(make_node, tiny: Path) -> None:
+    node, _ = make_node(tiny, control_rate_hz=80.0)  # ticks of 12.5 ms, a 30 Hz camera
+    now = time.monotonic()
+    for k in range(10, 0, -1):
+        node.camera_rate.mark(now - 0.030 - k / 30)
+    node._image_time = now - 0.030  # the next frame is due in ~3 ms
+    node._recent_inference_s = 0.005
+    node.chunks.ticks_left = lambda: 4  # 50 ms of actions left
+    assert node._next_frame_in_time(now)
+    node.chunks.ticks_left = lambda: 1  # 12.5 ms left: the waiting frame is taken now
+    assert not node._next_frame_in_time(now)
+    node.chunks.ticks_left = lambda: 4
+    node._recent_inference_s = 0.050  # a slow model (or machine) cannot wait for the next frame
+    assert not node._next_frame_in_time(now)
