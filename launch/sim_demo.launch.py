@@ -7,6 +7,10 @@ policy.launch.py unchanged (output ee_twist), so the policy node runs exactly as
 nothing in it knows the arm is simulated. Reset to another scene with
 `ros2 param set /sim_arm_node task ...` and `ros2 service call /sim_arm_node/reset std_srvs/srv/Trigger`;
 `/episode_status` reports step and success.
+
+This is the launch_ros way to start the pair by hand. `conla eval ros --model models/NAME` starts
+the same two nodes as processes (no launch_ros needed) and measures success over the held-out
+seeds of `conla eval sim`, with latency from the policy node's /diagnostics.
 """
 
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription

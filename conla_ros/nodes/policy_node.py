@@ -12,7 +12,8 @@ start-up with a message naming the file, exit 1) and runs it at `control_rate_hz
 - out: one output mode (`output`): `joint_commands` (Float64MultiArray), `joint_trajectory`
   (JointTrajectory) or `ee_twist` (TwistStamped, MoveIt Servo) plus the gripper command
   (Float64MultiArray) when the action has a gripper dimension (`conla_ros.ros.policy_io`);
-- `/diagnostics` (DiagnosticArray) at 1 Hz; services `~/enable` (SetBool) and `~/stop` (Trigger);
+- `/diagnostics` (DiagnosticArray) at 1 Hz, and at once when the instruction changes; services
+  `~/enable` (SetBool) and `~/stop` (Trigger);
   topic `~/estop` (Bool: true latches the e-stop until `~/enable` true).
 
 The real-time loop. Camera callbacks only check a frame's header (O(1)) and keep the newest one;
@@ -405,10 +406,12 @@ class PolicyNode(Node):
             self._reject(error.reason, f"{error}" + ("; commands stop until a valid instruction" if changed else ""))
             return
         with self._lock:
-            if text != self._instruction:
-                self._instruction = text
-                self._forget_chunks()  # chunks of another task must not play on
-                self.get_logger().info(f"instruction: {text!r}")
+            if text == self._instruction:
+                return
+            self._instruction = text
+            self._forget_chunks()  # chunks of another task must not play on
+        self.get_logger().info(f"instruction: {text!r}")
+        self.publish_diagnostics()  # at once, not at the next 1 Hz report: a supervisor waits on it
 
     def _on_joint_states(self, msg: JointState) -> None:
         if self._proprio_names:
