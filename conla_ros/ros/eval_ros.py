@@ -14,8 +14,8 @@ exit path. Per episode this process:
    publishes the episode's instruction (transient-local), the held-out paraphrase `conla eval sim`
    draws for that seed (checked against the reset's reply);
 3. if the policy node did not hold that instruction yet, waits until its `/diagnostics` (sent at
-   once on a new instruction) shows it, then resets again, so that the episode starts with the policy ready (the arm runs in
-   real time from the reset on);
+   once on a new instruction) show it, then resets again, so that the episode starts with the
+   policy ready (the arm runs in real time from the reset on);
 4. enables the policy and follows `/episode_status` until the episode is done: success, or
    `max_steps` steps. Success is the arm's report of success within `max_steps`, as in eval sim.
 
@@ -47,6 +47,7 @@ from conla_ros.sim.evaluate import (
     RolloutVideo,
     episode_caption,
     heldout_instruction,
+    write_report_files,
 )
 from conla_ros.sim.instructions import MT10_TASKS, check_task
 
@@ -468,10 +469,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"policy_node latency ({result.transport}):")
     for line in result.latency_lines():
         print(f"  {line}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(result.to_json() + "\n")
-        print(f"report written to {args.json}")
-    if args.video is not None:
-        print(f"rollouts written to {args.video}")
+    write_report_files(args.json, result.to_json(), args.video)
     return 0

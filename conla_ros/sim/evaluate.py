@@ -52,6 +52,7 @@ __all__ = [
     "heldout_instruction",
     "make_obs",
     "run",
+    "write_report_files",
 ]
 
 TRAIN_SEED_LIMIT = 1_000_000  # data generation must use world seeds below this
@@ -413,10 +414,15 @@ def run(args: argparse.Namespace) -> int:
         policy = RandomPolicy() if args.policy == "random" else ScriptedExpertPolicy()
     report = evaluate(policy, tasks, args.episodes, config, video_path=args.video, progress=not args.no_progress)
     print(report.table())
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(report.to_json() + "\n")
-        print(f"report written to {args.json}")
-    if args.video is not None:
-        print(f"rollouts written to {args.video}")
+    write_report_files(args.json, report.to_json(), args.video)
     return 0
+
+
+def write_report_files(json_path: Path | None, json_text: str, video_path: Path | None) -> None:
+    """The closing lines of `conla eval sim|ros`: write the JSON report if asked, say where files went."""
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json_text + "\n")
+        print(f"report written to {json_path}")
+    if video_path is not None:
+        print(f"rollouts written to {video_path}")
