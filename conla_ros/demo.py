@@ -138,7 +138,9 @@ def training_pipeline(args: argparse.Namespace) -> list[str]:
 # the shared instruction encoder, which `conla export --text-encoder` puts in the cache).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "conla_mt10_small"
 TOY_MODEL = "models/demo_tiny"  # under --out: what the training stage exports
-CLOSED_LOOP_TASKS = ("reach", "drawer-close", "button-press-topdown")
+# Three tasks the default model does well on (eval sim, 10 held-out seeds: 100 / 70 / 50 %), so the
+# rollouts show it working; its whole MT10 row, weak tasks included, is in BENCHMARKS.md.
+CLOSED_LOOP_TASKS = ("window-close", "door-open", "button-press-topdown")
 CLOSED_LOOP_EPISODES = 2  # per task: 6 episodes of at most 2.5 s keep the stage under ~40 s
 
 
