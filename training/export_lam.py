@@ -19,10 +19,14 @@ torch is imported inside `run` only.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,23 @@ def _synthetic_pairs(n: int, size: int, seed: int = 0):
     return o_t.contiguous(), o_tk.contiguous()
 
 
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the dynamo exporter's known noise, which says nothing about this model: that torchvision
+    (not a dependency) is missing, a torch-internal deprecation, and the note that our two inputs share
+    one batch axis. Other warnings still show."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r".*The axis name: batch will not be used", category=UserWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
 def export_lam(checkpoint: Path, out: Path, videos: Path | None = None, parity_pairs: int = 64,
                opset: int = 18) -> dict[str, Any]:
     """Export; returns the metadata written to lam.yaml. Raises RuntimeError when parity fails."""
@@ -99,11 +120,12 @@ def export_lam(checkpoint: Path, out: Path, videos: Path | None = None, parity_p
     try:
         sample = _synthetic_pairs(2, config.image_size)
         batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(
-            encoder, sample, str(tmp / LAM_ONNX), input_names=["o_t", "o_tk"], output_names=["codes"],
-            dynamic_shapes={"o_t": {0: batch}, "o_tk": {0: batch}}, opset_version=opset, dynamo=True,
-            external_data=False, verbose=False,
-        )
+        with _quiet_exporter():
+            torch.onnx.export(
+                encoder, sample, str(tmp / LAM_ONNX), input_names=["o_t", "o_tk"], output_names=["codes"],
+                dynamic_shapes={"o_t": {0: batch}, "o_tk": {0: batch}}, opset_version=opset, dynamo=True,
+                external_data=False, verbose=False,
+            )
         session = ort.InferenceSession(str(tmp / LAM_ONNX), providers=["CPUExecutionProvider"])
         pairs = [_synthetic_pairs(parity_pairs, config.image_size, seed=1)] if parity_pairs else []
         if videos is not None:
