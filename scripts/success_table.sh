@@ -7,6 +7,9 @@
 #   STEPS=3000 scripts/success_table.sh  # a longer budget (every stage reads these variables)
 #   ROWS="conla lapa" scripts/success_table.sh & ROWS="scratch actionvla" scripts/success_table.sh
 #                                       # two rows at a time, one core each
+#   OUT=runs/table_2demos FINETUNE_DEMOS=data/episodes_robot_2pt scripts/success_table.sh
+#                                       # other finetuning demos (link OUT/vla and OUT/labels to
+#                                       # an earlier OUT's to reuse its pretraining)
 #
 # Each stage is skipped when its output is complete, so an interrupted run picks up where it
 # stopped (a half-trained run resumes from its newest checkpoint).
@@ -24,7 +27,7 @@ PRETRAIN_STEPS=${PRETRAIN_STEPS:-1000}   # latent (LAPA/ConLA) and action (Actio
 STEPS=${STEPS:-1000}                     # finetuning, identical for every row
 EVAL_EPISODES=${EVAL_EPISODES:-10}       # held-out seeds per MT10 task
 OUT=${OUT:-runs/table}
-FINETUNE_DEMOS=data/episodes_robot       # 10 scripted-expert episodes per MT10 task, seeds 500000+
+FINETUNE_DEMOS=${FINETUNE_DEMOS:-data/episodes_robot}  # 10 scripted-expert episodes per MT10 task, seeds 500000+
 ACTION_PRETRAIN=data/episodes_robot_pretrain   # other seeds: ActionVLA's pretraining episodes
 
 stage() { printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
