@@ -105,7 +105,7 @@ NODE_NAME = "policy_node"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 _LOG_THROTTLE_S = 2.0
 # A frame that arrived less than this many ticks ago is fresh enough to start an inference at a tick;
-# an older one waits for the next frame (at 30 Hz that costs less than a chunk can cover).
+# an older one is passed over for the next frame while that can still come in time (_next_frame_in_time).
 _FRESH_FRAME_TICKS = 0.25
 EXIT_MODEL_ERROR = 1
 EXIT_PARAMETER_ERROR = 2
