@@ -10,11 +10,14 @@
 #   OUT=runs/table_2demos FINETUNE_DEMOS=data/episodes_robot_2pt scripts/success_table.sh
 #                                       # other finetuning demos (link OUT/vla and OUT/labels to
 #                                       # an earlier OUT's to reuse its pretraining)
+#   OUT=runs/table_1k VIDEOS=data/videos_human_1k CONLA_LAM=runs/lam/conla_1k PRETRAIN_STEPS=3000 \
+#     FINETUNE_DEMOS=data/episodes_robot_2pt ROWS=conla scripts/success_table.sh
+#                                       # latent pretraining on other videos / another LAM run
 #
 # Each stage is skipped when its output is complete, so an interrupted run picks up where it
 # stopped (a half-trained run resumes from its newest checkpoint).
 # Inputs (BENCHMARKS.md gives the commands): data/videos_human, data/episodes_robot, and the
-# LAM runs runs/lam/lapa_small and runs/lam/conla_small.
+# LAM runs runs/lam/lapa_small and runs/lam/conla_small (VIDEOS, CONLA_LAM, LAPA_LAM override them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -29,6 +32,9 @@ EVAL_EPISODES=${EVAL_EPISODES:-10}       # held-out seeds per MT10 task
 OUT=${OUT:-runs/table}
 FINETUNE_DEMOS=${FINETUNE_DEMOS:-data/episodes_robot}  # 10 scripted-expert episodes per MT10 task, seeds 500000+
 ACTION_PRETRAIN=data/episodes_robot_pretrain   # other seeds: ActionVLA's pretraining episodes
+VIDEOS=${VIDEOS:-data/videos_human}            # action-free clips the LAM labels for latent pretraining
+CONLA_LAM=${CONLA_LAM:-runs/lam/conla_small}
+LAPA_LAM=${LAPA_LAM:-runs/lam/lapa_small}
 
 stage() { printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
 
@@ -55,14 +61,14 @@ finetune_export_eval() {  # NAME [INIT_FROM]
 latent_pretrain() {  # NAME LAM_RUN
     local name=$1 lam=$2
     stage "label $name"
-    [[ -f $OUT/labels/$name.jsonl ]] || conla label --lam "$lam" --videos data/videos_human --out "$OUT/labels/$name.jsonl"
+    [[ -f $OUT/labels/$name.jsonl ]] || conla label --lam "$lam" --videos "$VIDEOS" --out "$OUT/labels/$name.jsonl"
     stage "pretrain $name"
     train vla "$OUT/vla/$name" --config config/vla.yaml --set data.labels="$OUT/labels/$name.jsonl" \
         --set train.steps="$PRETRAIN_STEPS" --set train.lr_warmup_steps=100 --set train.checkpoint_every=250
 }
 
-row_conla() { latent_pretrain conla runs/lam/conla_small; finetune_export_eval conla "$OUT/vla/conla"; }
-row_lapa() { latent_pretrain lapa runs/lam/lapa_small; finetune_export_eval lapa "$OUT/vla/lapa"; }
+row_conla() { latent_pretrain conla "$CONLA_LAM"; finetune_export_eval conla "$OUT/vla/conla"; }
+row_lapa() { latent_pretrain lapa "$LAPA_LAM"; finetune_export_eval lapa "$OUT/vla/lapa"; }
 row_scratch() { finetune_export_eval scratch; }
 row_actionvla() {
     stage "ActionVLA pretraining episodes"
