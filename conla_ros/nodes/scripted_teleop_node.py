@@ -30,6 +30,7 @@ from std_srvs.srv import SetBool
 
 from conla_ros.episodes import topics as T
 from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPIC, EpisodeStatus, EpisodeStatusError
+from conla_ros.ros.names import relative
 from conla_ros.ros.parameters import ParamSpec, declare_parameters, run_node
 from conla_ros.ros.qos import COMMAND_QOS
 from conla_ros.sim.evaluate import ScriptedExpertPolicy
@@ -40,11 +41,11 @@ STATE_DIM = 39  # Meta-World's observation vector
 __all__ = ["NODE_NAME", "PARAMETERS", "ScriptedTeleopNode", "main"]
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("state_topic", "/sim_arm_node/debug/privileged_state",
+    ParamSpec("state_topic", "sim_arm_node/debug/privileged_state",
               "std_msgs/Float64MultiArray privileged state input (sim_arm_node's debug topic)"),
     ParamSpec("status_topic", EPISODE_STATUS_TOPIC, "std_msgs/String JSON episode status input (task, success)"),
-    ParamSpec("ee_twist_topic", T.EE_TWIST.name, "geometry_msgs/TwistStamped command output"),
-    ParamSpec("gripper_topic", T.GRIPPER.name, "std_msgs/Float64MultiArray gripper command output"),
+    ParamSpec("ee_twist_topic", relative(T.EE_TWIST.name), "geometry_msgs/TwistStamped command output"),
+    ParamSpec("gripper_topic", relative(T.GRIPPER.name), "std_msgs/Float64MultiArray gripper command output"),
     ParamSpec("command_frame_id", T.BASE_FRAME_ID, "frame id of the twist commands"),
     ParamSpec("action_noise", 0.1, "std of the Gaussian noise added to each action dimension (as in "
               "conla sim episodes)", low=0.0, high=1.0),

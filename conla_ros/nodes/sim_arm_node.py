@@ -2,23 +2,23 @@
 
     ros2 run conla_ros sim_arm_node --ros-args --params-file config/sim_arm.yaml -p task:=push -p seed:=3
 
-Publishes (DESIGN.md names; every topic is a parameter):
-- `/camera/image_raw` sensor_msgs/Image rgb8, sensor-data QoS, at `camera_rate_hz`, frame
+Publishes (relative names, so the node's namespace applies; every topic is a parameter):
+- `camera/image_raw` sensor_msgs/Image rgb8, sensor-data QoS, at `camera_rate_hz`, frame
   `camera_color_optical_frame`, stamped with the node clock when the frame is taken;
-- `/joint_states` sensor_msgs/JointState (7 arm joints + 2 finger slides, `JOINT_NAMES`), every
+- `joint_states` sensor_msgs/JointState (7 arm joints + 2 finger slides, `JOINT_NAMES`), every
   control tick, reliable (matches best-effort and reliable subscribers alike);
-- `/instruction` std_msgs/String, transient-local, on every reset (unless `publish_instruction` is
+- `instruction` std_msgs/String, transient-local, on every reset (unless `publish_instruction` is
   false): the `instruction` parameter, or a paraphrase of the task drawn from the seed — held-out
   paraphrases for evaluation seeds (>= 1,000,000), training ones otherwise, as `conla eval sim` and
   `conla sim episodes` draw them;
-- `/episode_status` std_msgs/String JSON (conla_ros.ros.episode_status): task, seed, step,
+- `episode_status` std_msgs/String JSON (conla_ros.ros.episode_status): task, seed, step,
   success, ... at `status_rate_hz` and at once on reset, first success and the step limit;
 - `~/debug/privileged_state` std_msgs/Float64MultiArray, Meta-World's 39-D state, every control
   tick, only with `publish_privileged_state: true`: for the scripted teleoperator, never for a
   policy (a real arm has no such topic).
 
-Subscribes: `/servo_node/delta_twist_cmds` geometry_msgs/TwistStamped (linear = ee delta in
-MoveIt Servo's unitless convention) and `/gripper_controller/commands` std_msgs/Float64MultiArray
+Subscribes: `servo_node/delta_twist_cmds` geometry_msgs/TwistStamped (linear = ee delta in
+MoveIt Servo's unitless convention) and `gripper_controller/commands` std_msgs/Float64MultiArray
 (one value, -1 open .. +1 closed), reliable. Commands are applied at `control_rate_hz`; when no
 twist arrives for `command_timeout_s` the arm holds still (zero motion, gripper target kept), as
 MoveIt Servo does. Malformed commands (non-finite values, a frame other than `command_frame_id`,
@@ -31,7 +31,9 @@ conla_ros.ros.sim_arm_client does both). The reply's message is the new status J
 
 Time: the world runs in real time on a wall timer (one Meta-World step is 12.5 ms of simulated
 time; at `control_rate_hz` below 80 each command is applied for several steps so the world keeps
-real time). Stamps come from the node clock; the node publishes no /clock, because simulated
+real time). With `wait_for_first_command`, an episode's steps start at its first twist (until
+then the arm holds still and publishes frames and joint states): a policy that takes seconds to
+load loses no step of the episode. Stamps come from the node clock; the node publishes no /clock, because simulated
 time and wall time advance together (the status reports the real-time factor and late ticks when
 the machine cannot keep up). The episode goes on after success (a real arm does not freeze); with
 `max_steps` > 0 the arm stops stepping at that many steps and reports `done`.
@@ -55,6 +57,7 @@ from std_srvs.srv import Trigger
 from conla_ros.episodes import topics as T
 from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPIC, EpisodeStatus
 from conla_ros.ros.image_conversions import numpy_to_image
+from conla_ros.ros.names import relative
 from conla_ros.ros.parameters import ParameterError, ParamSpec, check_parameter_update, declare_parameters, run_node
 from conla_ros.ros.qos import CAMERA_QOS, COMMAND_QOS, INSTRUCTION_QOS
 from conla_ros.ros.servo_input import CommandError, ServoInput, check_gripper, check_twist
@@ -113,12 +116,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("command_frame_id", T.BASE_FRAME_ID, "frame twist commands must be expressed in (an empty frame id "
               "is taken to mean this one)"),
     ParamSpec("camera_frame_id", T.CAMERA_FRAME_ID, "frame id of the camera images"),
-    ParamSpec("camera_topic", T.CAMERA.name, "sensor_msgs/Image output"),
-    ParamSpec("joint_states_topic", T.JOINT_STATES.name, "sensor_msgs/JointState output"),
-    ParamSpec("instruction_topic", T.INSTRUCTION.name, "std_msgs/String instruction output (transient-local)"),
+    ParamSpec("camera_topic", relative(T.CAMERA.name), "sensor_msgs/Image output"),
+    ParamSpec("joint_states_topic", relative(T.JOINT_STATES.name), "sensor_msgs/JointState output"),
+    ParamSpec("instruction_topic", relative(T.INSTRUCTION.name),
+              "std_msgs/String instruction output (transient-local)"),
     ParamSpec("status_topic", EPISODE_STATUS_TOPIC, "std_msgs/String JSON episode status output"),
-    ParamSpec("ee_twist_topic", T.EE_TWIST.name, "geometry_msgs/TwistStamped end-effector command input"),
-    ParamSpec("gripper_topic", T.GRIPPER.name, "std_msgs/Float64MultiArray gripper command input"),
+    ParamSpec("ee_twist_topic", relative(T.EE_TWIST.name), "geometry_msgs/TwistStamped end-effector command input"),
+    ParamSpec("gripper_topic", relative(T.GRIPPER.name), "std_msgs/Float64MultiArray gripper command input"),
+    ParamSpec("wait_for_first_command", False, "each episode's steps start at its first twist command: until then "
+              "the arm holds still and counts no step, while publishing camera frames and joint states (so a "
+              "policy that is still starting cannot lose steps of the episode)"),
     ParamSpec("publish_privileged_state", False, "publish Meta-World's 39-D state on privileged_state_topic "
               "(for the scripted teleoperator only)"),
     ParamSpec("privileged_state_topic", PRIVILEGED_STATE_TOPIC, "std_msgs/Float64MultiArray debug output"),
@@ -170,6 +177,7 @@ class SimArmNode(Node):
         self._late_ticks = 0
         self._last_tick: float | None = None
         self._reset_wall = time.monotonic()
+        self._waiting = False  # wait_for_first_command: no step until this episode's first twist
         self._reset_episode()  # a failure here (no GL, bad task) ends start-up with the reason
         self._timer = self.create_timer(self._substeps / CONTROL_RATE_HZ, self._tick)
         self.get_logger().info(
@@ -200,6 +208,7 @@ class SimArmNode(Node):
         self._fault = ""
         self._ticks, self._late_ticks, self._last_tick = 0, 0, None
         self._reset_wall = time.monotonic()
+        self._waiting = bool(self._params["wait_for_first_command"])
         if self._params["publish_instruction"]:
             self._instruction_pub.publish(String(data=self._instruction))
         stamp = self.get_clock().now().to_msg()
@@ -231,6 +240,15 @@ class SimArmNode(Node):
         if self._last_tick is not None and now - self._last_tick > 1.5 * period:
             self._late_ticks += 1  # the machine cannot keep real time: reported, not hidden
         self._last_tick = now
+        if self._waiting:  # no command yet this episode: hold still, count nothing, keep the inputs coming
+            self._ticks += 1
+            stamp = self.get_clock().now().to_msg()
+            self._publish_joints(stamp)
+            if self._ticks % self._camera_every == 0:
+                self._publish_camera(stamp)
+            if self._ticks % self._status_every == 0:
+                self._publish_status()
+            return
         action = self._servo.action(now)
         succeeded_before = self._world.succeeded
         limit_before = self._limit_reached()
@@ -306,6 +324,11 @@ class SimArmNode(Node):
                                    throttle_duration_sec=_LOG_THROTTLE_S)
         if self._limit_reached():
             return  # the episode is over: the arm no longer moves
+        if self._waiting:  # the episode starts now: its steps and real-time factor count from here
+            self._waiting = False
+            self._ticks, self._late_ticks, self._last_tick = 0, 0, None
+            self._reset_wall = time.monotonic()
+            self.get_logger().info(f"episode {self._episode}: first command, the episode starts")
         self._servo.set_twist(linear, time.monotonic())
 
     def _on_gripper(self, msg: Float64MultiArray) -> None:

@@ -30,7 +30,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 __all__ = ["EPISODE_STATUS_QOS", "EPISODE_STATUS_TOPIC", "EpisodeStatus", "EpisodeStatusError"]
 
-EPISODE_STATUS_TOPIC = "/episode_status"
+EPISODE_STATUS_TOPIC = "episode_status"  # relative: the node's namespace applies
 
 # Reliable and transient-local: a recorder or evaluator started late still gets the latest status.
 EPISODE_STATUS_QOS = QoSProfile(

@@ -14,7 +14,8 @@ names the parameter, the value and what is allowed.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,8 @@ from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-__all__ = ["ParamSpec", "ParameterError", "check_parameter_update", "declare_parameters"]
+__all__ = ["ParamSpec", "ParameterError", "check_parameter_update", "declare_parameters", "run_node",
+           "spin_until_shutdown"]
 
 
 class ParameterError(ValueError):
@@ -133,29 +135,77 @@ def spin_until_shutdown(executor: Executor) -> None:
             raise
 
 
-def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None) -> int:
-    """The `main()` of the conla_ros nodes: init, spin until Ctrl-C or shutdown, clean up.
+def run_node(make_node: Callable[[], Node], name: str, argv: list[str] | None = None, *,
+             errors: Mapping[type[BaseException], tuple[int, str]] | None = None) -> int:
+    """The `main()` of the conla_ros nodes: init, spin until Ctrl-C, SIGTERM or shutdown, clean up; the exit code.
 
-    A ParameterError at start-up (an invalid parameter) is printed with the node's name and exits 2.
-    The node's own `destroy_node` does its clean-up (close the world, close or abort a recording).
+    SIGINT and SIGTERM end the spin through a flag, not an exception and not rclpy's own handler
+    (which shuts the context down first): so the node's `before_shutdown()`, when it has one, still
+    has a working context to send its last messages on (the policy node's stop command), then
+    `destroy_node()` does the rest of the clean-up (close the world, abort a recording) and the
+    process exits 0, with no traceback. A signal while the node is starting ends the start-up (exit 0).
+
+    A ParameterError at start-up is printed with the node's name and exits 2; `errors` maps further
+    start-up exceptions to (exit code, message prefix), e.g. the policy node's ModelLoadError -> 1.
     """
+    import signal
+
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    except ImportError:  # an rclpy without the option: its handler stays, the spin still ends cleanly
+        rclpy.init(args=argv if argv is not None else sys.argv)
+    stop = threading.Event()
+    starting = True
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if starting:  # interrupt a long start-up (loading a model) at once
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node: Node | None = None
+    code = 0
     try:
         node = make_node()
+        starting = False
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        spin_until_shutdown(executor)
-    except KeyboardInterrupt:  # Ctrl-C while the node was starting
+        while not stop.is_set() and executor.context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.05)  # the flag is checked at least 20 times a second
+            except Exception:
+                if executor.context.ok():
+                    raise
+                break  # shut down from elsewhere (rclpy's handler, a test)
+    except KeyboardInterrupt:  # a signal while the node was starting
         pass
     except ParameterError as error:
         print(f"{name}: {error}", file=sys.stderr)
-        return 2
+        code = 2
+    except Exception as error:
+        known = next(((c, prefix) for kind, (c, prefix) in (errors or {}).items() if isinstance(error, kind)), None)
+        if known is None:
+            raise
+        code = known[0]
+        print(f"{name}: {known[1]}{error}", file=sys.stderr)
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        starting = False
+        # A second Ctrl-C during the clean-up must not cut it short (the stop message is in it).
+        for sig in previous:
+            signal.signal(sig, lambda *_: None)
+        try:
+            if node is not None:
+                hook = getattr(node, "before_shutdown", None)
+                if hook is not None:
+                    hook()
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return code

@@ -11,14 +11,15 @@ of that mode:
 
 - ee_twist (action kind ee_delta, 3 or 6 non-gripper dims): TwistStamped, linear [+ angular];
   stop: one zero twist.
-- joint_commands + joint_position: Float64MultiArray in joint_names order; stop: nothing (the
-  forward controller holds the last position).
+- joint_commands + joint_position: Float64MultiArray in joint_names order; stop: one command
+  holding the current position (measured, else the last command).
 - joint_commands + joint_velocity: Float64MultiArray; stop: one all-zero command (a forward
   controller keeps applying the last velocity).
 - joint_trajectory (joint_position or joint_velocity): JointTrajectory, this tick's command then
   the rest of the chunk, one point per control period (each point clipped and rate-limited after
-  the one before); stop: an empty JointTrajectory for positions (joint_trajectory_controller drops
-  the queued points and holds position), one all-zero velocity point for velocities (some
+  the one before); stop: for positions one point holding the current position (which replaces the
+  queued points; an empty JointTrajectory, on which joint_trajectory_controller holds, when no
+  position is known), one all-zero velocity point for velocities (some
   controller versions keep applying the last velocity after an empty trajectory: ros2_controllers
   issue 683).
 
@@ -99,10 +100,10 @@ class OutputLayout:
     @property
     def stop_sends(self) -> str:
         if self.mode == "joint_trajectory":
-            return "one zero-velocity point" if self.velocity_like else "an empty trajectory"
+            return "one zero-velocity point" if self.velocity_like else "one point holding the current position"
         if self.mode == "ee_twist":
             return "one zero twist"
-        return "one zero command" if self.velocity_like else "nothing (the controller holds)"
+        return "one zero command" if self.velocity_like else "one command holding the current position"
 
 
 def plan_output(mode: str, kind: str, names: Sequence[str], gripper: str | None,
@@ -180,22 +181,34 @@ class CommandOutput:
             self.gripper_publisher.publish(Float64MultiArray(data=[float(command[layout.gripper])]))
         self.published += 1
 
-    def publish_stop(self) -> bool:
-        """Publish the mode's stop message (see the module table); False when the mode needs none."""
+    def publish_stop(self, hold: np.ndarray | None = None) -> bool:
+        """Publish the mode's stop message once (module table); False when none could be sent.
+
+        `hold` (A,) is where a position command should stay (the measured position, else the last
+        command); position modes send it as one command / one trajectory point, so the arm holds
+        the current position whatever the controller does with a missing command.
+        """
+        from std_msgs.msg import Float64MultiArray
+
         layout = self.layout
+        dims = len(layout.arm) + (layout.gripper is not None)
+        usable = hold is not None and np.isfinite(np.asarray(hold, dtype=np.float64)[list(layout.arm)]).all()
         if layout.mode == "ee_twist":
             self.publisher.publish(self._twist([0.0] * len(layout.arm)))
         elif layout.mode == "joint_trajectory":
-            # Positions: an empty trajectory (the controller drops the queued points and holds). Velocities:
-            # one explicit zero point, because some controller versions keep the last velocity on an empty one.
-            rows = 1 if layout.velocity_like else 0
-            self.publisher.publish(self._trajectory(np.zeros((rows, len(layout.arm) + (layout.gripper is not None)))))
+            if layout.velocity_like:  # one explicit zero point: some controllers keep the last velocity on an empty one
+                points = np.zeros((1, dims))
+            elif usable:
+                points = np.asarray(hold, dtype=np.float64)[None]
+            else:  # no known position: an empty trajectory makes joint_trajectory_controller hold where it is
+                points = np.zeros((0, dims))
+            self.publisher.publish(self._trajectory(points))
         elif layout.velocity_like:
-            from std_msgs.msg import Float64MultiArray
-
             self.publisher.publish(Float64MultiArray(data=[0.0] * len(layout.arm)))
+        elif usable:
+            self.publisher.publish(Float64MultiArray(data=[float(v) for v in np.asarray(hold)[list(layout.arm)]]))
         else:
-            return False
+            return False  # never commanded and nothing measured: the controller holds its own position
         self.stops += 1
         return True
 

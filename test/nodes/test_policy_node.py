@@ -1,8 +1,9 @@
 """policy_node in-process: start-up checks, the control tick, safety and refused inputs, tick by tick.
 
-No DDS: callbacks and `_tick()` are called directly and the command publisher is replaced by a
-recorder, so each rule is checked deterministically (test/integration runs the node as a process
-over ROS 2). Inference runs on the node's own thread, as in production; `_settle` waits for it.
+No DDS: the node's callbacks and its control loop's `tick(now)` are called directly and the command
+publisher is replaced by a recorder, so each rule is checked deterministically (test/integration
+runs the node as a process over ROS 2; test/core/test_control_loop.py the loop alone on a fake
+clock). Inference runs on the node's own thread, as in production; `_settle` waits for it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Recorder:
         self.plans.append(None if plan is None else np.array(plan))
         self._output.published += 1
 
-    def publish_stop(self) -> bool:
+    def publish_stop(self, hold=None) -> bool:
         self.stops += 1
         return True
 
@@ -84,7 +85,7 @@ def frame(value: int = 100, size: int = 24) -> Image:
 def _settle(node: PolicyNode, timeout: float = 5.0) -> None:
     """Wait until the inference thread has taken and finished every request."""
     deadline = time.monotonic() + timeout
-    while node._busy or node._request is not None:
+    while node.loop.busy:
         assert time.monotonic() < deadline, "inference thread did not finish"
         time.sleep(0.002)
 
@@ -95,7 +96,7 @@ def run_ticks(node: PolicyNode, n: int, image: Image | None = None, instruction:
         node._on_instruction(String(data=instruction))
     for _ in range(n):
         node._on_image(image if image is not None else frame())
-        node._tick()
+        node.loop.tick(time.monotonic())
         _settle(node)
 
 
@@ -205,9 +206,8 @@ def test_stale_camera_stops_with_one_stop_message_then_resumes(make_node, tiny: 
     run_ticks(node, 6, instruction="open the drawer")
     sent = len(out.commands)
     assert sent > 0
-    node._image_time -= 1.0  # the last frame is now 1 s old
     for _ in range(5):
-        node._tick()
+        node.loop.tick(time.monotonic() + 1.0)  # the last frame is 1 s old
     assert len(out.commands) == sent and out.stops == 1
     assert node.status()["state"] == "stale" and "camera stale" in node.status()["reason"]
     run_ticks(node, 6)
@@ -247,12 +247,12 @@ def test_malformed_frames_are_counted_and_never_reach_the_model(make_node, tiny,
     node, out = make_node(tiny, autostart=True)
     node._on_instruction(String(data="open the drawer"))
     node._on_image(build())
-    node._tick()
+    node.loop.tick(time.monotonic())
     _settle(node)
     if reason is None:
-        assert node.rejected == {} and node.status()["frames_received"] == 1
+        assert node.loop.rejected == {} and node.status()["frames_received"] == 1
         return
-    assert node.rejected[reason] == 1 and node.status()["frames_received"] == 0
+    assert node.loop.rejected[reason] == 1 and node.status()["frames_received"] == 0
     assert out.commands == [] and node.status()["state"] == "waiting"
 
 
@@ -260,16 +260,16 @@ def test_undecodable_compressed_frames_fault_until_a_good_one(make_node, tiny: P
     node, out = make_node(tiny, autostart=True, image_transport="compressed")
     node._on_instruction(String(data="open the drawer"))
     node._on_compressed(CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg"))
-    node._tick()
+    node.loop.tick(time.monotonic())
     _settle(node)
-    node._tick()
-    assert node.rejected["image_conversion"] == 1 and node.status()["state"] == "fault" and out.commands == []
+    node.loop.tick(time.monotonic())
+    assert node.loop.rejected["image_conversion"] == 1 and node.status()["state"] == "fault" and out.commands == []
     node._on_compressed(CompressedImage(format="gif", data=b"GIF89a"))
-    assert node.rejected["image_format"] == 1
+    assert node.loop.rejected["image_format"] == 1
     good = numpy_to_compressed(np.full((24, 24, 3), 90, np.uint8), "png")
     for _ in range(4):
         node._on_compressed(good)
-        node._tick()
+        node.loop.tick(time.monotonic())
         _settle(node)
     assert out.commands and node.status()["state"] == "running"
 
@@ -285,7 +285,7 @@ def test_bad_instructions_are_counted_and_stop_commands(make_node, tiny: Path, t
     assert sent > 0
     node._on_instruction(String(data=text))
     run_ticks(node, 4)
-    assert node.rejected[reason] == 1 and len(out.commands) == sent and out.stops == 1
+    assert node.loop.rejected[reason] == 1 and len(out.commands) == sent and out.stops == 1
     assert node.status()["state"] == "waiting"
     run_ticks(node, 4, instruction="open the drawer")
     assert len(out.commands) > sent
@@ -294,14 +294,14 @@ def test_bad_instructions_are_counted_and_stop_commands(make_node, tiny: Path, t
 def test_non_ascii_instructions_are_accepted_when_allowed(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True, instruction_ascii_only=False)
     run_ticks(node, 4, instruction="öffne die Schublade")
-    assert out.commands and not node.rejected
+    assert out.commands and not node.loop.rejected
 
 
 def test_a_model_that_outputs_nan_never_commands(make_node, tmp_path: Path) -> None:
     node, out = make_node(make_tiny_model(tmp_path / "nan", nan_output=True), autostart=True)
     run_ticks(node, 8, instruction="open the drawer")
-    node._tick()
-    assert out.commands == [] and node.rejected["inference_non_finite"] >= 4
+    node.loop.tick(time.monotonic())
+    assert out.commands == [] and node.loop.rejected["inference_non_finite"] >= 4
     assert node.status()["state"] == "fault"
 
 
@@ -314,13 +314,13 @@ def test_proprio_from_joint_states_reordered_and_checked(make_node, tmp_path: Pa
            JointState(name=["joint_0", "other"], position=[0.1, 0.2])]
     for msg in bad:
         node._on_joint_states(msg)
-    assert node.rejected == {"joint_states_non_finite": 1, "joint_states_length": 1, "joint_states_missing": 1}
+    assert node.loop.rejected == {"joint_states_non_finite": 1, "joint_states_length": 1, "joint_states_missing": 1}
     node._on_joint_states(JointState(name=["extra", "joint_1", "joint_0"], position=[9.0, 0.2, 0.1]))
-    assert node._joints.tolist() == [0.1, 0.2]
+    assert node.loop.proprio.tolist() == [0.1, 0.2]
     run_ticks(node, 4)
     assert out.commands
-    node._joints_time -= 5.0
-    node._tick()
+    node._on_image(frame())
+    node.loop.tick(time.monotonic() + 5.0)  # joint states 5 s old (the timeout is 0.5 s; the frame too)
     assert node.status()["state"] == "stale" and out.stops == 1
 
 
@@ -377,15 +377,15 @@ def test_a_fresh_chunk_is_acted_on_when_it_arrives_and_the_rate_stays(tiny: Path
 
 def test_a_tick_waits_for_the_next_frame_only_while_it_can_still_arrive_in_time(make_node, tiny: Path) -> None:
     node, _ = make_node(tiny, control_rate_hz=80.0)  # ticks of 12.5 ms, a 30 Hz camera
+    loop = node.loop
     now = time.monotonic()
-    for k in range(10, 0, -1):
-        node.camera_rate.mark(now - 0.030 - k / 30)
-    node._image_time = now - 0.030  # the next frame is due in ~3 ms
-    node._recent_inference_s = 0.005
-    node.chunks.ticks_left = lambda: 4  # 50 ms of actions left
-    assert node._next_frame_in_time(now)
-    node.chunks.ticks_left = lambda: 1  # 12.5 ms left: the waiting frame is taken now
-    assert not node._next_frame_in_time(now)
-    node.chunks.ticks_left = lambda: 4
-    node._recent_inference_s = 0.050  # a slow model (or machine) cannot wait for the next frame
-    assert not node._next_frame_in_time(now)
+    for k in range(10, -1, -1):
+        loop.on_frame(frame(), now - 0.030 - k / 30)  # the last one 30 ms ago: the next is due in ~3 ms
+    loop.recent_inference_s = 0.005
+    loop.chunks.ticks_left = lambda: 4  # 50 ms of actions left
+    assert loop.next_frame_in_time(now)
+    loop.chunks.ticks_left = lambda: 1  # 12.5 ms left: the waiting frame is taken now
+    assert not loop.next_frame_in_time(now)
+    loop.chunks.ticks_left = lambda: 4
+    loop.recent_inference_s = 0.050  # a slow model (or machine) cannot wait for the next frame
+    assert not loop.next_frame_in_time(now)
