@@ -21,9 +21,8 @@ own Python whichever environment the node itself runs in.
 
 import os
 
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -65,7 +64,8 @@ def exit_reason(event, _context) -> list:
         reason += " (the model directory could not be loaded: see the message above)"
     elif event.returncode == 2:
         reason += " (an invalid parameter: see the message above)"
-    return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+    # An exception is how a launch ends with a non-zero exit: launch logs it, shuts down, returns 1.
+    raise RuntimeError(reason)
 
 
 def _policy_node(context: LaunchContext) -> list:

@@ -27,14 +27,12 @@ import shutil
 
 from launch.actions import (
     DeclareLaunchArgument,
-    EmitEvent,
-    ExecuteProcess,
+        ExecuteProcess,
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
 )
 from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -67,7 +65,8 @@ def exit_reason(event, _context) -> list:
     if event.returncode in (0, None, -2, -15):  # a normal stop, Ctrl-C and SIGTERM included
         return []
     reason = f"the recorder exited with code {event.returncode}"
-    return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+    # An exception is how a launch ends with a non-zero exit: launch logs it, shuts down, returns 1.
+    raise RuntimeError(reason)
 
 
 def _recorder(context: LaunchContext) -> list:

@@ -24,14 +24,11 @@ import os
 
 from launch.actions import (
     DeclareLaunchArgument,
-    EmitEvent,
-    IncludeLaunchDescription,
-    LogInfo,
+        IncludeLaunchDescription,
     OpaqueFunction,
     RegisterEventHandler,
 )
 from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -44,10 +41,11 @@ POLICY_ARGUMENTS = ("model_dir", "params_file", "output", "use_sim_time", "names
 
 
 def exit_reason(event, _context) -> list:
-    if event.returncode in (0, None):
+    if event.returncode in (0, None, -2, -15):  # a normal end, or stopped by the launch's own shutdown
         return []
     reason = f"sim_arm_node exited with code {event.returncode}"
-    return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+    # An exception is how a launch ends with a non-zero exit: launch logs it, shuts down, returns 1.
+    raise RuntimeError(reason)
 
 
 def _nodes(context: LaunchContext) -> list:

@@ -41,6 +41,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while the imports below still run: end quietly (run_node takes over)
+    import signal
+
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda *_: sys.exit(0))
+
 # `ros2 run` on a machine without the node's dependencies: one clear line instead of a traceback.
 try:
     import numpy as np

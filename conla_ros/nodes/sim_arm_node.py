@@ -46,6 +46,12 @@ import sys
 import time
 from typing import Any
 
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while the imports below still run: end quietly (run_node takes over)
+    import signal
+
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_sig, lambda *_: sys.exit(0))
+
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
