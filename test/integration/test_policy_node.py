@@ -91,7 +91,7 @@ def _start(processes: ProcessPool, ros: RosClient, model_dir: Path, output: str,
 
     def on_diag(msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith("policy_node"):
+            if status.name == "/policy_node: policy":  # the fully qualified node name
                 rig.received["diag"].append({kv.key: kv.value for kv in status.values})
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
@@ -280,9 +280,13 @@ def test_joint_trajectory_carries_the_chunk_with_joint_names(processes, ros, tmp
     from std_srvs.srv import Trigger
 
     n = len(cmd)
+    last = list(cmd[-1].points[0].positions)
     ros.call(Trigger, "/policy_node/stop", Trigger.Request(), processes)
-    ros.spin_until(lambda: len(cmd) > n and not cmd[-1].points, what="the empty trajectory that stops",
-                   pool=processes, timeout_s=10)
+    # The stop holds the current position: one point, where the last command put the arm (no joint states here).
+    ros.spin_until(lambda: len(cmd) > n and len(cmd[-1].points) == 1 and cmd[-1].points[0].time_from_start.sec == 0
+                   and list(cmd[-1].points[0].positions) != [] and rig.diag().get("estop") == "True",
+                   what="the trajectory that holds the position", pool=processes, timeout_s=10)
+    assert len(cmd[-1].points[0].positions) == len(last)
 
 
 def test_a_model_that_outputs_nan_never_publishes(processes, ros, tmp_path) -> None:

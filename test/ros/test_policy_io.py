@@ -81,14 +81,18 @@ def test_messages_of_each_mode() -> None:
         msg = sent[3]
         assert msg.joint_names == ["j1", "j2"] and len(msg.points) == 2
         assert list(msg.points[1].positions) == [0.15, 0.25] and msg.points[1].time_from_start.nanosec == 100_000_000
-        assert traj.publish_stop() and sent[-1].points == []
+        assert traj.publish_stop() and sent[-1].points == []  # no position known: the controller holds
+        assert traj.publish_stop(np.array([0.3, -0.1, np.nan]))  # the current position, held
+        assert len(sent[-1].points) == 1 and list(sent[-1].points[0].positions) == [0.3, -0.1]
         velocity = CommandOutput(node, plan_output("joint_trajectory", "joint_velocity", ("a", "b"), None),
                                  topic="/jv", gripper_topic="/g4", qos=1, frame_id="", period_s=0.05)
         velocity.publisher.publish = sent.append
         assert velocity.publish_stop() and list(sent[-1].points[0].velocities) == [0.0, 0.0]
         position = CommandOutput(node, plan_output("joint_commands", "joint_position", ("a",), None),
                                  topic="/c", gripper_topic="/g3", qos=1, frame_id="", period_s=0.05)
-        assert position.gripper_publisher is None and not position.publish_stop()  # the controller holds
+        assert position.gripper_publisher is None and not position.publish_stop()  # nothing known to hold
+        position.publisher.publish = sent.append
+        assert position.publish_stop(np.array([0.7])) and list(sent[-1].data) == [0.7]  # hold where it is
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
