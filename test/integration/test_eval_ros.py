@@ -65,7 +65,7 @@ def test_eval_ros_agrees_with_eval_sim_on_a_tiny_model(tmp_path: Path) -> None:
     off-by-one step limit), not the chaos of two slightly different control loops (policy_node
     replans every half chunk; eval sim plays each chunk out).
     """
-    pytest.importorskip("metaworld", reason="needs the 'sim' extra")
+    pytest.importorskip("conla_ros.sim.world", reason="needs the 'sim' extra")
     model = make_tiny_model(tmp_path / "tiny_drift", seed=0, size=16, chunk_length=4, action_range=DRIFT_RANGE)
     marker = uuid.uuid4().hex
     common = ["--model", str(model), "--tasks", TASK, "--episodes", str(EPISODES), "--max-steps", str(MAX_STEPS)]
@@ -114,7 +114,7 @@ def test_missing_model_dir_fails_naming_the_path(tmp_path: Path) -> None:
 
 def test_a_node_that_dies_is_reported_with_its_output_and_the_other_is_stopped(tmp_path: Path) -> None:
     """policy_node exits at start (its policy.onnx is gone): eval ros names it, shows why, leaves nothing behind."""
-    pytest.importorskip("metaworld", reason="needs the 'sim' extra")
+    pytest.importorskip("conla_ros.sim.world", reason="needs the 'sim' extra")
     model = make_tiny_model(tmp_path / "broken")
     (model / "policy.onnx").unlink()
     marker = uuid.uuid4().hex

@@ -325,7 +325,7 @@ def _corrupt(root: Path) -> Path:
 
 def test_drives_the_simulated_arm_unchanged(processes, ros, tmp_path, repo_root) -> None:
     """sim_arm_node + policy_node, nothing in between: the arm takes every twist and gripper command."""
-    pytest.importorskip("metaworld", reason="needs the 'sim' extra")
+    pytest.importorskip("conla_ros.sim.world", reason="needs the 'sim' extra")
     from std_msgs.msg import String
 
     from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPIC

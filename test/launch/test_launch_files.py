@@ -174,7 +174,7 @@ def test_policy_launch_arguments_override_only_when_given(ros2: Ros2, client, tm
 @pytest.mark.parametrize("launch_file", ["policy.launch.py", "sim_demo.launch.py"])
 def test_bad_model_dir_gives_a_clear_error_and_a_non_zero_exit(ros2: Ros2, tmp_path: Path, launch_file: str) -> None:
     if launch_file == "sim_demo.launch.py":
-        pytest.importorskip("metaworld", reason="sim_demo.launch.py needs the 'sim' extra")
+        pytest.importorskip("conla_ros.sim.world", reason="sim_demo.launch.py needs the 'sim' extra")
     missing = tmp_path / "no_such_model"
     with launched(ros2, tmp_path, launch_file, f"model_dir:={missing}") as launch:
         code = launch.wait(90)
@@ -187,7 +187,7 @@ def test_bad_model_dir_gives_a_clear_error_and_a_non_zero_exit(ros2: Ros2, tmp_p
 def test_sim_demo_namespace_no_race_and_ctrl_c(ros2: Ros2, client, tmp_path: Path) -> None:
     """sim_demo.launch.py in a namespace: both nodes under /sim1, the episode's first step after the
     policy's first command, and Ctrl-C ends both with exit 0."""
-    pytest.importorskip("metaworld", reason="sim_demo.launch.py needs the 'sim' extra")
+    pytest.importorskip("conla_ros.sim.world", reason="sim_demo.launch.py needs the 'sim' extra")
     from std_msgs.msg import String
 
     from conla_ros.ros.episode_status import EPISODE_STATUS_QOS
