@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the frames (default 640x480)")
     parser.add_argument("--control-rate", type=float, default=0.0, help="control_rate_hz (default: the model's)")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads of the node (default: its own)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime threads of the node (default: the node's own default, 1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     command = [sys.executable, "-m", "conla_ros.nodes.policy_node", "--ros-args", "-p", f"model_dir:={args.model}",
                "-p", "autostart:=true", "-p", f"output:={output}", "-p", f"control_rate_hz:={float(args.control_rate)}",
-               "-p", f"threads:={args.threads}", "-p", "stale_image_timeout:=1.0"]
+               "-p", "stale_image_timeout:=1.0"]
+    if args.threads is not None:
+        command += ["-p", f"threads:={args.threads}"]
     node_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     context = rclpy.Context()
     rclpy.init(context=context)
