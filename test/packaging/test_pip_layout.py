@@ -51,3 +51,24 @@ def test_venv_python_runs_the_installed_conla_command() -> None:
     scripts = Path(sysconfig.get_path("scripts"))
     result = run_checked([str(scripts / "conla"), "--help"])
     assert "sim" in result.stdout and "train" in result.stdout
+
+
+def test_the_editable_venv_gets_an_ament_prefix_and_a_setup_script(tmp_path: Path, repo_root: Path) -> None:
+    """scripts/ament_prefix.sh (run by make): an editable install has no data files, so it lays out the
+    index marker, share links and node launchers in the venv, and `source VENV/setup.sh` finds them."""
+    venv = tmp_path / "venv"
+    run_checked([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    run_checked(["bash", str(repo_root / "scripts/ament_prefix.sh"), str(venv)])
+    assert (venv / "share/ament_index/resource_index/packages/conla_ros").is_file()
+    share = venv / "share/conla_ros"
+    for name in ("package.xml", "launch/policy.launch.py", "launch/sim_demo.launch.py", "config/policy.yaml",
+                 "config/fastdds_large_images.xml"):
+        assert (share / name).resolve() == (repo_root / name).resolve(), name  # links: edits apply at once
+    for node in NODES:
+        assert os.access(venv / "lib/conla_ros" / node, os.X_OK), node
+    finder = ("from ament_index_python.packages import get_package_share_directory;"
+              "print(get_package_share_directory('conla_ros'))")
+    script = f". {venv}/setup.sh && . {venv}/setup.sh && echo $AMENT_PREFIX_PATH && {sys.executable} -c \"{finder}\""
+    env = {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+    out = run_checked(["sh", "-c", script], env=env).stdout.split()
+    assert out == [str(venv), str(share)]  # sourced twice: the prefix appears once
