@@ -5,8 +5,9 @@ OUT (DESIGN.md "Files", `conla_ros.core.model_spec`) gets:
                        [, proprio (1, P) float32, robot units in model.yaml proprio.names order]
                        → actions (1, H, A) float32 in ROBOT units: the graph de-normalises (chunk head)
                        or decodes the bins (expected or argmax bin centre) with the training statistics
-    model.yaml         `ModelSpec`: preprocessing (the model's, used in training), action space with the
-                       1st/99th percentile statistics, chunk length, control rate of the episodes,
+    model.yaml         `ModelSpec`: preprocessing (the model's, used in training), action space (kind,
+                       names, units, gripper: the checkpoint's `extra.contract`, from the episodes) with
+                       the 1st/99th percentile statistics, chunk length, control rate of the episodes,
                        tensor names, the instruction encoder (+ its probe fingerprint) and provenance
                        (checkpoint, step, data, the run config verbatim, git commit, parity, versions)
     text_encoder.onnx + tokenizer.json
@@ -134,6 +135,31 @@ def _inputs(model, n: int, seed: int, episodes: Path | None, payload: dict) -> l
     return samples
 
 
+def _contract(payload: dict, checkpoint: Path, config: Any):
+    """The checkpoint's `extra.contract` (`EpisodeContract`), checked against the model's sizes; ExportError.
+
+    It is the only source of the action space, control rate and proprio names: nothing is guessed.
+    """
+    from conla_ros.episodes.contract import EpisodeContract
+
+    where = f"{checkpoint} (step {payload.get('step')})"
+    value = payload.get("extra", {}).get("contract")
+    if value is None:
+        raise ExportError(f"{where}: no extra.contract (the episodes' action space, control rate and proprio names); "
+                          f"it was trained before checkpoints carried it: retrain it with `conla train policy`")
+    try:
+        contract = EpisodeContract.from_dict(value, "extra.contract")
+    except ValueError as error:
+        raise ExportError(f"{where}: {error}") from None
+    if contract.action.dim != config.action_dim:
+        raise ExportError(f"{where}: extra.contract.action has {contract.action.dim} dimensions "
+                          f"{list(contract.action.names)}, the model outputs {config.action_dim}")
+    if len(contract.proprio_names) != config.proprio_dim:
+        raise ExportError(f"{where}: extra.contract.proprio_names has {len(contract.proprio_names)} names "
+                          f"{list(contract.proprio_names)}, the model takes {config.proprio_dim} proprio values")
+    return contract
+
+
 def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoint: Path,
           recipe: tuple[str, ...] = ()):
     import onnxruntime
@@ -147,27 +173,24 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
         Provenance,
         TensorSpec,
     )
-    from conla_ros.episodes.topics import ACTION_NAMES
 
     c, extra = model.config, payload.get("extra", {})
-    if c.action_dim == len(ACTION_NAMES):  # the episodes' commands: ee twist linear + gripper
-        # MoveIt Servo's unitless twist, 1 = 1 cm per step in the simulated arm (conla_ros.episodes.topics).
-        names, units, gripper = ACTION_NAMES, ("cm/step",) * 3 + ("1",), "gripper"
-    else:
-        names, units, gripper = tuple(f"a{i}" for i in range(c.action_dim)), ("1",) * c.action_dim, None
+    contract = _contract(payload, checkpoint, c)  # kind, names, units, gripper, rate, proprio: from the episodes
+    action = contract.action
     proprio = io_proprio = None
     if c.proprio_dim:
-        joints = tuple(extra.get("joint_names") or (f"joint_{i}" for i in range(c.proprio_dim)))
-        proprio = ProprioSpec(names=joints, dim=c.proprio_dim)
+        proprio = ProprioSpec(names=contract.proprio_names, dim=c.proprio_dim)
         io_proprio = TensorSpec(PROPRIO, (1, c.proprio_dim))
     size = c.preprocessing.size
     return ModelSpec(
         name=name,
         preprocessing=c.preprocessing,
-        action_space=ActionSpace(kind="ee_delta", names=names, units=units, low=model.action_low.tolist(),
-                                 high=model.action_high.tolist(), gripper=gripper),
+        # low/high: the model's normalisation, the 1st/99th percentiles of the training actions.
+        action_space=ActionSpace(kind=action.kind, names=action.names, units=action.units,
+                                 low=model.action_low.tolist(), high=model.action_high.tolist(),
+                                 gripper=action.gripper),
         chunk_length=c.chunk_length,
-        control_rate_hz=float(extra.get("control_rate_hz") or 80.0),
+        control_rate_hz=contract.control_rate_hz,
         proprio=proprio,
         io=ModelIO(image=TensorSpec(IMAGE, (1, 3, size, size)),
                    instruction=TensorSpec(INSTRUCTION, (1, c.instruction_dim)),
@@ -212,6 +235,7 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
     if c.head == "latent":
         raise ExportError(f"{checkpoint}: a latent-pretrained VLA (head: latent) outputs latent codes, not robot "
                           f"actions; finetune it with `conla train policy` (init_from) and export that")
+    _contract(payload, checkpoint, c)  # refuse a checkpoint without the episodes' contract before any work
     encoder_dir = Path(payload.get("extra", {}).get("text_encoder") or text_encoder_dir())
     try:
         encoder = InstructionEncoder(encoder_dir, dim=c.instruction_dim)

@@ -211,10 +211,13 @@ class PolicyTrainer(Trainer):
                       "metrics/l1_robot_units": output.losses["l1_robot"]}, output
 
     def extra_state(self) -> dict[str, Any]:
+        """Saved with every checkpoint; `contract` (the episodes' action space, control rate and proprio names,
+        `conla_ros.episodes.contract.EpisodeContract`) is what the export copies into model.yaml."""
         return {"text_encoder": str(self.encoder_dir),
                 "statistics": {k: np.asarray(v).tolist() for k, v in self.statistics.items()},
-                "joint_names": list(self.dataset.joint_names) if self.config.use_proprio else [],
-                "control_rate_hz": self.dataset.control_rate_hz,
+                "contract": self.dataset.contract.to_dict(),
+                "joint_names": list(self.dataset.contract.proprio_names),
+                "control_rate_hz": self.dataset.contract.control_rate_hz,
                 "data": [str(self.config.data.root)], "episodes": len(self.dataset.episodes),
                 "init_from": None if self.config.init_from is None else str(self.config.init_from)}
 

@@ -2,6 +2,13 @@
 
 Works on episodes from EpisodeWriter (simulation and the recorder node) and on plain
 `ros2 bag record` bags of the same topics (their metadata is then derived from metadata.yaml).
+
+The action kind (`read_action_contract`) comes from the bag's command topic: the end-effector
+twist (ee_delta) or the joint command topic (joint_position); a bag with both or neither is an
+error naming it. The metadata's `action` entry (written by EpisodeWriter) supplies the names,
+units and declared limits, and must agree with the topic; bags written before that entry existed,
+and plain recordings, are end-effector episodes when they hold the twist topic (`contract.EE_DELTA`),
+exactly as they were always read. A joint-command bag needs the entry: Float64MultiArray has no names.
 A directory ending in `.partial`, or one that fails to open, is never returned as an episode:
 `scan_episodes` counts and names them, `list_episodes` logs them, and `load_episode` raises an
 error that names the file.
@@ -19,6 +26,7 @@ import numpy as np
 import yaml
 
 from conla_ros.episodes import topics as T
+from conla_ros.episodes.contract import EE_DELTA, ActionContract
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +57,15 @@ def read_episode_metadata(path: Path | str) -> dict[str, Any]:
 
     For bags written by EpisodeWriter this is the JSON object in metadata.yaml's custom_data. For
     other bags of the episode topics it is derived from metadata.yaml: message counts and length
-    (the number of end-effector commands), with `source` = "rosbag2". Raises EpisodeReadError.
+    (the number of arm commands), with `source` = "rosbag2". Raises EpisodeReadError.
     """
     path = Path(path)
     info = _bag_info(path)
-    counts = {
-        entry["topic_metadata"]["name"]: int(entry["message_count"])
-        for entry in info.get("topics_with_message_count") or []
-    }
+    counts = _message_counts(info)
     custom = info.get("custom_data") or {}
     text = custom.get(T.CUSTOM_DATA_KEY) if isinstance(custom, dict) else None
     if text is None:
-        length = counts.get(T.EE_TWIST.name, 0)
+        length = sum(counts.get(spec.name, 0) for spec in T.COMMAND_TOPICS.values())
         return {T.META_SOURCE: "rosbag2", T.META_LENGTH: length, T.META_COUNTS: counts}
     try:
         meta = json.loads(text)
@@ -70,6 +75,44 @@ def read_episode_metadata(path: Path | str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise EpisodeReadError(f"{path / METADATA_FILE}: custom_data {T.CUSTOM_DATA_KEY} is not an object")
     return meta
+
+
+def _message_counts(info: dict[str, Any]) -> dict[str, int]:
+    """Topic name -> message count, as metadata.yaml lists them (a recorded topic may have 0)."""
+    return {entry["topic_metadata"]["name"]: int(entry["message_count"])
+            for entry in info.get("topics_with_message_count") or []}
+
+
+def _command_kinds(counts: dict[str, int]) -> list[str]:
+    """The action kinds whose command topic the bag holds: those with messages, else those merely recorded."""
+    with_messages = [kind for kind, spec in T.COMMAND_TOPICS.items() if counts.get(spec.name, 0) > 0]
+    return with_messages or [kind for kind, spec in T.COMMAND_TOPICS.items() if spec.name in counts]
+
+
+def read_action_contract(path: Path | str) -> ActionContract:
+    """What the episode's commands are, from its command topic and metadata (module docstring); EpisodeReadError."""
+    path = Path(path)
+    kinds = _command_kinds(_message_counts(_bag_info(path)))
+    topics = ", ".join(f"{spec.name} ({kind})" for kind, spec in T.COMMAND_TOPICS.items())
+    if len(kinds) != 1:
+        what = "both" if kinds else "neither"
+        raise EpisodeReadError(f"{path}: holds {what} of the command topics {topics}; an episode commands exactly "
+                               f"one action kind")
+    kind = kinds[0]
+    declared = read_episode_metadata(path).get(T.META_ACTION)
+    if declared is None:
+        if kind == "ee_delta":
+            return EE_DELTA  # every bag from before the metadata entry, and plain twist recordings
+        raise EpisodeReadError(f"{path}: joint commands on {T.JOINT_COMMANDS.name} but no '{T.META_ACTION}' entry "
+                               f"in its metadata naming the joints (a Float64MultiArray carries no names)")
+    try:
+        contract = ActionContract.from_dict(declared, f"metadata '{T.META_ACTION}'")
+    except ValueError as error:
+        raise EpisodeReadError(f"{path / METADATA_FILE}: {error}") from None
+    if contract.kind != kind:
+        raise EpisodeReadError(f"{path}: its metadata says action kind {contract.kind!r}, but its commands are on "
+                               f"{T.COMMAND_TOPICS[kind].name} ({kind})")
+    return contract
 
 
 def _problem(path: Path) -> str | None:
@@ -169,8 +212,11 @@ def list_episodes(root: Path | str) -> list[Path]:
 class EpisodeData:
     """One episode as numpy arrays; stamps are int64 nanoseconds (header stamps).
 
+    commands (C, A) follow `action` (its names, in order). For an ee_delta episode (`EE_DELTA`)
     commands[:, :3] is the end-effector twist's linear part (the arm's delta, see
-    conla_ros.episodes.topics), commands[:, 3] the gripper command in force at that time.
+    conla_ros.episodes.topics) and commands[:, 3] the gripper command in force at that time; for a
+    joint_position episode they are the joint command's positions [and the gripper command], stamped
+    with the bag's receive times (a Float64MultiArray has no header).
     """
 
     path: Path
@@ -180,10 +226,11 @@ class EpisodeData:
     joint_names: tuple[str, ...]
     joint_positions: np.ndarray  # (J, N) float64
     joint_stamps: np.ndarray  # (J,) int64
-    commands: np.ndarray  # (C, 4) float64: ee dx, dy, dz, gripper
+    commands: np.ndarray  # (C, A) float64 in `action.names` order, e.g. ee dx, dy, dz, gripper
     command_stamps: np.ndarray  # (C,) int64
     instruction: str  # the first instruction
     instructions: list[tuple[int, str]]  # every instruction message: (stamp, text)
+    action: ActionContract = EE_DELTA  # what the commands are
 
     def __len__(self) -> int:
         return len(self.commands)
@@ -212,30 +259,36 @@ def _stamp(msg: Any) -> int:
 def load_episode(path: Path | str) -> EpisodeData:
     """Decode a whole episode (camera, joint states, instruction, commands) into numpy arrays.
 
-    Raises EpisodeReadError naming the bag for a partial, missing or corrupt episode.
+    Raises EpisodeReadError naming the bag for a partial, missing or corrupt episode, and for one
+    whose action kind cannot be told (`read_action_contract`).
     """
     path = Path(path)
     problem = _problem(path)
     if problem is not None:
         raise EpisodeReadError(f"{path}: not a complete episode: {problem}")
+    contract = read_action_contract(path)
     try:
-        return _decode(path)
+        return _decode(path, contract)
     except EpisodeReadError:
         raise
     except Exception as error:
         raise EpisodeReadError(f"{path}: cannot decode episode ({type(error).__name__}: {error})") from error
 
 
-def _decode(path: Path) -> EpisodeData:
+def _decode(path: Path, contract: ActionContract) -> EpisodeData:
     from rosbags.highlevel import AnyReader
 
     from conla_ros.episodes.writer import typestore
     from conla_ros.ros.image_conversions import image_to_rgb
 
-    wanted = {spec.name for spec in T.EPISODE_TOPICS}
+    command_topic = contract.command_topic.name
+    wanted = {spec.name for spec in (T.CAMERA, T.JOINT_STATES, T.INSTRUCTION, contract.command_topic)}
+    if contract.gripper is not None:
+        wanted.add(T.GRIPPER.name)
+    arm_dim = len(contract.arm_names)
     images, image_stamps = [], []
     joints, joint_stamps, joint_names = [], [], ()
-    twists, twist_stamps, twist_received = [], [], []
+    arm, arm_stamps, arm_received = [], [], []
     grippers, gripper_stamps = [], []
     instructions: list[tuple[int, str]] = []
     with AnyReader([path], default_typestore=typestore()) as reader:
@@ -250,11 +303,19 @@ def _decode(path: Path) -> EpisodeData:
                 joint_names = joint_names or tuple(msg.name)
                 joints.append(np.asarray(msg.position, dtype=np.float64))
                 joint_stamps.append(_stamp(msg))
-            elif topic == T.EE_TWIST.name:
-                linear = msg.twist.linear
-                twists.append((linear.x, linear.y, linear.z))
-                twist_stamps.append(_stamp(msg))
-                twist_received.append(timestamp)
+            elif topic == command_topic and contract.kind == "ee_delta":
+                linear, angular = msg.twist.linear, msg.twist.angular
+                arm.append((linear.x, linear.y, linear.z, angular.x, angular.y, angular.z)[:arm_dim])
+                arm_stamps.append(_stamp(msg))
+                arm_received.append(timestamp)
+            elif topic == command_topic:  # joint positions: Float64MultiArray, no header
+                values = np.asarray(msg.data, dtype=np.float64)
+                if values.shape != (arm_dim,):
+                    raise EpisodeReadError(f"{path}: joint command {len(arm)} on {command_topic} has {values.size} "
+                                           f"values, the action names {arm_dim} joints {list(contract.arm_names)}")
+                arm.append(values)
+                arm_stamps.append(timestamp)
+                arm_received.append(timestamp)
             elif topic == T.GRIPPER.name:
                 grippers.append(float(msg.data[0]) if len(msg.data) else np.nan)
                 gripper_stamps.append(timestamp)  # Float64MultiArray has no header
@@ -265,17 +326,19 @@ def _decode(path: Path) -> EpisodeData:
     if len({image.shape for image in images}) != 1:
         raise EpisodeReadError(f"{path}: camera images change size within the episode")
     metadata = read_episode_metadata(path)
-    command_stamps = np.asarray(twist_stamps, dtype=np.int64)
-    commands = np.zeros((len(twists), T.ACTION_DIM), dtype=np.float64)
-    if twists:
-        commands[:, :3] = np.asarray(twists, dtype=np.float64)
-        # Pair on the bag's (receive) times: a Float64MultiArray has no header, and a twist's header stamp
-        # precedes the receipt of the gripper command sent with it. The tolerance covers a pair received
-        # in either order; it is far below a control period, so a generated episode (bag time = header
-        # stamp, gripper and twist at the same instant) pairs exactly as before.
-        commands[:, 3] = _hold_last(np.asarray(gripper_stamps, dtype=np.int64),
-                                    np.asarray(grippers, dtype=np.float64),
-                                    np.asarray(twist_received, dtype=np.int64) + PAIRING_TOLERANCE_NS)
+    command_stamps = np.asarray(arm_stamps, dtype=np.int64)
+    commands = np.zeros((len(arm), contract.dim), dtype=np.float64)
+    if arm:
+        columns = [i for i in range(contract.dim) if i != contract.gripper_index]
+        commands[:, columns] = np.asarray(arm, dtype=np.float64)
+        if contract.gripper_index is not None:
+            # Pair on the bag's (receive) times: a Float64MultiArray has no header, and a twist's header stamp
+            # precedes the receipt of the gripper command sent with it. The tolerance covers a pair received
+            # in either order; it is far below a control period, so a generated episode (bag time = header
+            # stamp, gripper and twist at the same instant) pairs exactly as before.
+            commands[:, contract.gripper_index] = _hold_last(
+                np.asarray(gripper_stamps, dtype=np.int64), np.asarray(grippers, dtype=np.float64),
+                np.asarray(arm_received, dtype=np.int64) + PAIRING_TOLERANCE_NS)
     instruction = instructions[0][1] if instructions else str(metadata.get(T.META_INSTRUCTION, ""))
     return EpisodeData(
         path=path,
@@ -289,6 +352,7 @@ def _decode(path: Path) -> EpisodeData:
         command_stamps=command_stamps,
         instruction=instruction,
         instructions=instructions,
+        action=contract,
     )
 
 

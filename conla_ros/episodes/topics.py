@@ -28,9 +28,17 @@ JOINT_STATES = TopicSpec("/joint_states", "sensor_msgs/msg/JointState", "sensor_
 INSTRUCTION = TopicSpec("/instruction", "std_msgs/msg/String", "transient_local")
 EE_TWIST = TopicSpec("/servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped", "command")
 GRIPPER = TopicSpec("/gripper_controller/commands", "std_msgs/msg/Float64MultiArray", "command")
+# Joint-space commands: one position per joint (ros2_control's forward_command_controller, configured
+# as a position controller). Float64MultiArray carries no names: the episode's metadata names the
+# joints (META_ACTION), in the order of the values.
+JOINT_COMMANDS = TopicSpec("/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray", "command")
 
-# Every topic an episode holds, in a stable order (the order connections are added to a bag).
+# Every topic an end-effector episode holds, in a stable order (the order connections are added to a bag).
 EPISODE_TOPICS: tuple[TopicSpec, ...] = (CAMERA, JOINT_STATES, INSTRUCTION, EE_TWIST, GRIPPER)
+# The topics of a joint-space episode (GRIPPER only when its action has a gripper dimension).
+JOINT_EPISODE_TOPICS: tuple[TopicSpec, ...] = (CAMERA, JOINT_STATES, INSTRUCTION, JOINT_COMMANDS, GRIPPER)
+# The command topic of each action kind. Which of them a bag holds says what kind of episode it is.
+COMMAND_TOPICS: dict[str, TopicSpec] = {"ee_delta": EE_TWIST, "joint_position": JOINT_COMMANDS}
 
 # Frame ids. The camera frame follows REP 103's optical-frame naming; end-effector twists are
 # expressed in the arm's base frame, as MoveIt Servo's `robot_link_command_frame` usually is.
@@ -46,6 +54,8 @@ IMAGE_ENCODING = "rgb8"
 # The gripper command is one value in [-1, 1]: -1 opens, +1 closes (Meta-World's convention).
 ACTION_DIM = 4
 ACTION_NAMES: tuple[str, ...] = ("ee_dx", "ee_dy", "ee_dz", "gripper")
+ACTION_UNITS: tuple[str, ...] = ("cm/step", "cm/step", "cm/step", "1")  # 1 unitless = 1 cm per step in sim
+GRIPPER_NAME = "gripper"  # the gripper dimension's name, in either action kind
 
 # Metadata keys of an episode (rosbag2 `custom_data`, see conla_ros.episodes.writer).
 CUSTOM_DATA_KEY = "conla_ros.episode"  # the one custom_data entry; its value is a JSON object
@@ -61,6 +71,7 @@ META_SOURCE = "source"  # "sim" (generated) or "teleop" (recorded on a robot or 
 META_IMAGE_SIZE = "image_size"  # [height, width]
 META_COUNTS = "message_counts"  # topic name -> message count, as the bag's metadata.yaml has them
 META_GENERATOR = "generator"  # settings that made the episode (generation only), for resume checks
+META_ACTION = "action"  # the action contract (conla_ros.episodes.contract.ActionContract.to_dict)
 METADATA_FORMAT_VERSION = 1
 
 # Suffix of an episode directory that is being written (or whose writer died). Never a dataset entry.

@@ -9,6 +9,12 @@ metadata.yaml last), flushes it to disk, and only then renames it to `NAME` and 
 `NAME.partial/`. A writer that raises, is killed, or loses power leaves at most `NAME.partial/`,
 which no reader treats as an episode. So a final-named directory is always a complete bag.
 
+Action kind. An episode commands either the end effector (twist + gripper, the default
+`contract.EE_DELTA`) or the joints (`contract.joint_position_contract(names)`: positions on the
+joint command topic [+ gripper]); the writer registers only that kind's command topic, so the bag's
+topics say its kind, and it stores the contract in the metadata (`action`) with the joint names a
+Float64MultiArray cannot carry.
+
 Metadata. The episode's own facts (task, seed, instruction, success, length, control rate,
 domain, ...) go into rosbag2's `custom_data` (bag format >= 6) as one JSON object under the key
 `conla_ros.episode`. Why there rather than in a sidecar file: it is the format's own place for
@@ -45,6 +51,7 @@ from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
 from conla_ros.episodes import topics as T
+from conla_ros.episodes.contract import EE_DELTA, ActionContract
 
 STORAGES: tuple[str, ...] = ("sqlite3", "mcap")
 _PLUGINS = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
@@ -103,7 +110,7 @@ class EpisodeWriterError(RuntimeError):
 
 
 class EpisodeWriter:
-    """Write one episode (camera, joint states, instruction, end-effector and gripper commands) as rosbag2.
+    """Write one episode (camera, joint states, instruction, arm and gripper commands) as rosbag2.
 
     Use it as a context manager:
 
@@ -115,6 +122,9 @@ class EpisodeWriter:
                 writer.add_joint_state(t, names, joints)
                 writer.add_action(t + latency_ns, action)
             writer.close(success=True)
+
+    A joint-space episode takes `action=joint_position_contract(joint_names)` and
+    `add_joint_command(t, positions)` (or `add_action`, which takes the whole vector of any kind).
 
     Leaving the block without an exception closes the episode with the metadata set so far;
     leaving it with one aborts: only `NAME.partial/` remains, with an ABORTED.txt saying why.
@@ -128,6 +138,7 @@ class EpisodeWriter:
         storage: str = "sqlite3",
         metadata: Mapping[str, Any] | None = None,
         replace_partial: bool = True,
+        action: ActionContract = EE_DELTA,
     ) -> None:
         """Prepare (not yet open) an episode at `path`.
 
@@ -137,9 +148,15 @@ class EpisodeWriter:
             metadata: JSON-serialisable episode facts (see conla_ros.episodes.topics META_*),
                 completed by `close(...)`.
             replace_partial: remove a `NAME.partial/` left by an earlier writer that died.
+            action: what the commands are (`conla_ros.episodes.contract`); it decides the command
+                topics and is stored in the metadata under `action`.
         """
         if storage not in _PLUGINS:
             raise EpisodeWriterError(f"storage={storage!r} is not one of {STORAGES}")
+        if not isinstance(action, ActionContract):
+            raise EpisodeWriterError(f"action must be an ActionContract, got {action!r}")
+        self.action = action
+        self._topics = action.topics
         self.path = Path(path)
         self.partial_path = partial_path(self.path)
         self._bag_path = self.partial_path / self.path.name  # the bag while it is being written
@@ -171,7 +188,7 @@ class EpisodeWriter:
         writer = Writer(self._bag_path, version=BAG_VERSION, storage_plugin=_PLUGINS[self.storage])
         writer.open()
         self._writer = writer
-        for spec in T.EPISODE_TOPICS:
+        for spec in self._topics:
             self._connections[spec.name] = writer.add_connection(
                 spec.name, spec.msgtype, typestore=_TYPESTORE, offered_qos_profiles=_qos(spec.qos))
             self._counts[spec.name] = 0
@@ -290,6 +307,7 @@ class EpisodeWriter:
         frame_id: str = T.BASE_FRAME_ID,
     ) -> None:
         """A geometry_msgs/TwistStamped end-effector command (MoveIt Servo's delta_twist_cmds)."""
+        self._require_kind("ee_delta", "add_twist")
         types = _TYPESTORE.types
         vector = types["geometry_msgs/msg/Vector3"]
         lx, ly, lz = (float(v) for v in linear)
@@ -301,27 +319,56 @@ class EpisodeWriter:
 
     def add_gripper(self, stamp_ns: int, command: float | Sequence[float]) -> None:
         """A std_msgs/Float64MultiArray gripper command (forward_command_controller style)."""
+        if self.action.gripper is None:
+            raise EpisodeWriterError(f"{self.path}: this episode's action {self.action.describe()} has no gripper "
+                                     f"dimension")
         types = _TYPESTORE.types
         data = np.atleast_1d(np.asarray(command, dtype=np.float64)).reshape(-1)
         layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
         self._write(T.GRIPPER, stamp_ns, types[T.GRIPPER.msgtype](layout=layout, data=data))
 
+    def add_joint_command(self, stamp_ns: int, positions: Sequence[float]) -> None:
+        """A std_msgs/Float64MultiArray joint command: one position per joint, in the action's joint order."""
+        self._require_kind("joint_position", "add_joint_command")
+        joints = self.action.arm_names
+        values = np.asarray(positions, dtype=np.float64).reshape(-1)
+        if values.shape != (len(joints),):
+            raise EpisodeWriterError(f"joint command must have {len(joints)} values (for {list(joints)}), "
+                                     f"got {values.shape[0]}")
+        if not np.isfinite(values).all():
+            raise EpisodeWriterError(f"joint command {values.tolist()} is not finite")
+        types = _TYPESTORE.types
+        layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+        self._write(T.JOINT_COMMANDS, stamp_ns, types[T.JOINT_COMMANDS.msgtype](layout=layout, data=values))
+
     def add_action(self, stamp_ns: int, action: Sequence[float]) -> None:
-        """The arm's 4-D action (ee dx, dy, dz, gripper) as a twist command plus a gripper command."""
+        """One whole action vector in the contract's order: the arm command plus the gripper command (if any).
+
+        ee_delta: (ee dx, dy, dz, gripper) as a twist plus a gripper command; joint_position: the
+        joint positions as one joint command [plus a gripper command].
+        """
+        contract = self.action
         action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (T.ACTION_DIM,):
-            raise EpisodeWriterError(f"action must have {T.ACTION_DIM} values, got {action.shape[0]}")
-        self.add_twist(stamp_ns, action[:3])
-        self.add_gripper(stamp_ns, action[3:])
+        if action.shape != (contract.dim,):
+            raise EpisodeWriterError(f"action must have {contract.dim} values ({list(contract.names)}), "
+                                     f"got {action.shape[0]}")
+        grip = contract.gripper_index
+        arm = np.delete(action, grip) if grip is not None else action
+        if contract.kind == "ee_delta":
+            self.add_twist(stamp_ns, arm[:3], arm[3:6] if len(arm) == 6 else (0.0, 0.0, 0.0))
+        else:
+            self.add_joint_command(stamp_ns, arm)
+        if grip is not None:
+            self.add_gripper(stamp_ns, action[grip : grip + 1])
 
     def add_serialized(self, topic: str, stamp_ns: int, data: bytes | memoryview) -> None:
         """An already CDR-serialised message (e.g. from a raw rclpy subscription) on an episode topic.
 
         Instructions are still written only when they change.
         """
-        spec = next((s for s in T.EPISODE_TOPICS if s.name == topic), None)
+        spec = next((s for s in self._topics if s.name == topic), None)
         if spec is None:
-            names = [s.name for s in T.EPISODE_TOPICS]
+            names = [s.name for s in self._topics]
             raise EpisodeWriterError(f"{topic!r} is not an episode topic ({names})")
         if spec is T.INSTRUCTION:  # keep the instruction rules: once, again on change, into metadata
             text = str(_TYPESTORE.deserialize_cdr(bytes(data), spec.msgtype).data)
@@ -332,6 +379,12 @@ class EpisodeWriter:
         self._write_raw(spec, stamp_ns, data)
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _require_kind(self, kind: str, method: str) -> None:
+        if self.action.kind != kind:
+            other = "add_joint_command" if kind == "ee_delta" else "add_twist"
+            raise EpisodeWriterError(f"{self.path}: {method} needs an {kind} episode; this one's action is "
+                                     f"{self.action.describe()} (use {other} or add_action)")
 
     def _require_open(self) -> Writer:
         if self._writer is None:
@@ -360,7 +413,8 @@ class EpisodeWriter:
     def _final_metadata(self) -> dict[str, Any]:
         meta = dict(self.metadata)
         meta[T.META_FORMAT] = T.METADATA_FORMAT_VERSION
-        meta.setdefault(T.META_LENGTH, self._counts[T.EE_TWIST.name])
+        meta[T.META_ACTION] = self.action.to_dict()
+        meta.setdefault(T.META_LENGTH, self._counts[self.action.command_topic.name])
         meta[T.META_COUNTS] = dict(self._counts)
         if self._image_size is not None:
             meta.setdefault(T.META_IMAGE_SIZE, list(self._image_size))

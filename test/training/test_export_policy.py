@@ -59,6 +59,12 @@ def test_export_runs_in_the_runtime_like_torch(chunk_run, data, tmp_path):
     spec = load_model_spec(out)
     model, payload = load_vla(chunk_run)
     assert spec.chunk_length == 4 and spec.action_dim == 4 and spec.proprio.dim == 9
+    # The action space is the episodes' contract, saved in the checkpoint (here: the sim's ee twist + gripper).
+    contract = payload["extra"]["contract"]
+    assert spec.action_space.kind == contract["action"]["kind"] == "ee_delta"
+    assert spec.action_space.names == tuple(contract["action"]["names"]) == ("ee_dx", "ee_dy", "ee_dz", "gripper")
+    assert spec.action_space.units == ("cm/step",) * 3 + ("1",) and spec.action_space.gripper == "gripper"
+    assert spec.control_rate_hz == contract["control_rate_hz"]
     assert spec.proprio.names == tuple(payload["extra"]["joint_names"])
     np.testing.assert_allclose(spec.action_space.low, model.action_low.numpy(), rtol=1e-6)
     assert spec.preprocessing == model.config.preprocessing and spec.control_rate_hz == 80.0
@@ -122,3 +128,17 @@ def test_a_latent_checkpoint_is_refused(tmp_path):
                run / "checkpoints" / "step_00000001" / "checkpoint.pt")
     with pytest.raises(ExportError, match="finetune it with `conla train policy`"):
         export_policy(run, tmp_path / "out")
+
+
+def test_a_checkpoint_without_the_contract_is_refused(chunk_run, tmp_path):
+    """Nothing is guessed from the model's sizes: a checkpoint from before the contract must be retrained."""
+    from conla_training.engine.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(chunk_run)
+    del payload["extra"]["contract"]
+    old = tmp_path / "old_run" / "checkpoints" / "step_00000002"
+    old.mkdir(parents=True)
+    torch.save(payload, old / "checkpoint.pt")
+    with pytest.raises(ExportError, match=r"no extra.contract .* retrain it with `conla train policy`"):
+        export_policy(tmp_path / "old_run", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

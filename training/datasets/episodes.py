@@ -15,6 +15,15 @@ Statistics (METHOD.md stage 3), from all commands of the training episodes: per 
 quantiles; a bin's centre = the mean of the training values that fall into it, the edge midpoint for
 an empty bin, so a gripper that is only ever ±1 decodes to exactly ±1), and the proprio mean/std.
 
+Contract (`conla_ros.episodes.contract.EpisodeContract`, `dataset.contract`): the action of the
+episodes (kind, names, units, gripper; limits: the declared ones, else the observed min/max), their
+control rate and the proprio names. The first usable episode sets it; an episode whose action, rate
+or joint names differ is skipped and listed in `skipped` with the reason. The control rate is the
+episode metadata's `control_rate_hz`: an episode without one is an error naming it (a rate guessed
+from the stamps of a teleop recording would differ from episode to episode; set the recorder's
+`control_rate_hz` parameter instead). The trainer saves the contract in the checkpoint and the
+export copies it into model.yaml.
+
 The whole set is kept in memory as uint8 frames (64×64 MT10: ~12 kB a frame) and preprocessed per
 sample with `conla_ros.core.preprocessing.preprocess_image`, the function the robot node calls.
 """
@@ -29,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from conla_ros.core.preprocessing import ImagePreprocessing, preprocess_image
+from conla_ros.episodes.contract import EpisodeContract
 
 __all__ = ["EpisodeDataConfig", "EpisodeDataset", "action_statistics", "collate_samples"]
 
@@ -93,6 +103,7 @@ class EpisodeDataset(Dataset):
         self.episodes, self.index = [], []  # index: (episode, image, first command)
         self.joint_names: tuple[str, ...] = ()
         self.control_rate_hz: float | None = None
+        first: EpisodeContract | None = None  # the first usable episode's contract (declared limits)
         for path in paths:
             try:
                 episode = load_episode(path)
@@ -101,27 +112,46 @@ class EpisodeDataset(Dataset):
                 continue
             if config.only_successful and episode.metadata.get("success") is False:
                 continue
-            if use_proprio:
-                if not len(episode.joint_stamps):
-                    self.skipped.append((str(path), "no /joint_states (the model takes proprio)"))
-                    continue
-                if self.joint_names and episode.joint_names != self.joint_names:
-                    self.skipped.append((str(path), f"joint names {episode.joint_names} differ from "
-                                                    f"{self.joint_names}"))
-                    continue
-                self.joint_names = episode.joint_names
-            rate = episode.metadata.get("control_rate_hz")
-            if self.control_rate_hz is None and isinstance(rate, (int, float)):
-                self.control_rate_hz = float(rate)
+            if use_proprio and not (len(episode.joint_stamps) and episode.joint_names):
+                self.skipped.append((str(path), "no named /joint_states (the model takes proprio)"))
+                continue
+            contract, reason = self._episode_contract(episode)
+            if contract is not None and first is not None:
+                reason = _difference(contract, first)
+            if contract is None or reason:
+                self.skipped.append((str(path), str(reason)))
+                continue
+            first = contract
+            self.joint_names = contract.proprio_names
+            self.control_rate_hz = contract.control_rate_hz
             e = len(self.episodes)
             self.episodes.append(episode)
             for k, c in enumerate(episode.next_command_index()):
                 if c < len(episode.commands):
                     self.index.append((e, k, int(c)))
-        if not self.index:
+        if not self.index or first is None:
             raise ValueError(f"{root}: no usable samples in {len(paths)} episodes")
+        action = first.action
+        if action.low is None:  # nothing declared: the observed range of the kept episodes
+            commands = np.concatenate([e.commands for e in self.episodes])
+            action = action.with_limits(commands.min(0), commands.max(0))
+        self.contract = EpisodeContract(action=action, control_rate_hz=first.control_rate_hz,
+                                        proprio_names=first.proprio_names)
         self.instructions = sorted({self._instruction(e, k) for e, k, _ in self.index})
         self.embeddings: dict[str, np.ndarray] = {}
+
+    def _episode_contract(self, episode) -> tuple[EpisodeContract | None, str | None]:
+        """(the contract of one episode, None), or (None, why it has none). A missing rate is a ValueError naming it."""
+        rate = episode.metadata.get("control_rate_hz")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise ValueError(f"{episode.path}: its metadata has no valid control_rate_hz (got {rate!r}), the rate "
+                             f"its commands were sent at; record it (the recorder node's control_rate_hz "
+                             f"parameter) or remove the episode from {self.config.root}")
+        names = episode.joint_names if self.use_proprio else ()
+        try:
+            return EpisodeContract(action=episode.action, control_rate_hz=float(rate), proprio_names=names), None
+        except ValueError as error:  # e.g. duplicate joint names in /joint_states
+            return None, str(error)
 
     def _instruction(self, e: int, k: int) -> str:
         episode = self.episodes[e]
@@ -145,11 +175,12 @@ class EpisodeDataset(Dataset):
 
     @property
     def action_dim(self) -> int:
-        return int(self.episodes[0].commands.shape[1])
+        """Values per action: the contract's dimensions."""
+        return self.contract.action.dim
 
     @property
     def proprio_dim(self) -> int:
-        return len(self.joint_names) if self.use_proprio else 0
+        return len(self.contract.proprio_names)
 
     def statistics(self, num_bins: int) -> dict[str, np.ndarray]:
         commands = np.concatenate([e.commands for e in self.episodes])
@@ -181,6 +212,20 @@ class EpisodeDataset(Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> dict:
         i = key[1] if isinstance(key, tuple) else key
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.sample(i).items()}
+
+
+def _difference(contract: EpisodeContract, first: EpisodeContract) -> str | None:
+    """Why an episode's contract does not fit the dataset's (the first episode's), or None."""
+    mine, theirs = contract.action, first.action
+    fields = [f for f in ("kind", "names", "units", "gripper", "low", "high") if getattr(mine, f) != getattr(theirs, f)]
+    if fields:
+        diffs = "; ".join(f"{f} {getattr(mine, f)!r} instead of {getattr(theirs, f)!r}" for f in fields)
+        return f"action differs from the first episode's ({first.action.describe()}): {diffs}"
+    if contract.control_rate_hz != first.control_rate_hz:
+        return f"control rate {contract.control_rate_hz:g} Hz differs from {first.control_rate_hz:g} Hz"
+    if contract.proprio_names != first.proprio_names:
+        return f"joint names {contract.proprio_names} differ from {first.proprio_names}"
+    return None
 
 
 def collate_samples(samples: list[dict]) -> dict:
