@@ -165,6 +165,8 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
     import onnxruntime
     import torch
 
+    from conla_ros.core.chunking import ChunkingConfig
+    from conla_ros.core.config import config_from_dict
     from conla_ros.core.model_spec import (
         ActionSpace,
         ModelIO,
@@ -175,6 +177,8 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
     )
 
     c, extra = model.config, payload.get("extra", {})
+    execution = None if extra.get("execution") is None else \
+        config_from_dict(ChunkingConfig, extra["execution"], source=f"{checkpoint} (extra.execution)")
     contract = _contract(payload, checkpoint, c)  # kind, names, units, gripper, rate, proprio: from the episodes
     action = contract.action
     proprio = io_proprio = None
@@ -191,6 +195,7 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
                                  gripper=action.gripper),
         chunk_length=c.chunk_length,
         control_rate_hz=contract.control_rate_hz,
+        execution=execution,
         proprio=proprio,
         io=ModelIO(image=TensorSpec(IMAGE, (1, 3, size, size)),
                    instruction=TensorSpec(INSTRUCTION, (1, c.instruction_dim)),

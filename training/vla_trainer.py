@@ -34,13 +34,15 @@ import numpy as np
 import torch
 import yaml
 
+from conla_ros.core.chunking import ChunkingConfig
 from conla_ros.core.config import config_from_dict, config_to_dict
+from conla_training.datasets.augment import AugmentConfig, augment_batch
 from conla_training.datasets.episodes import EpisodeDataConfig, EpisodeDataset, collate_samples
 from conla_training.datasets.latent_labels import LatentDataConfig, LatentLabelDataset
 from conla_training.datasets.video_pairs import PairBatchSampler
 from conla_training.engine.checkpoint import load_checkpoint
 from conla_training.engine.config import TrainConfig
-from conla_training.engine.trainer import Trainer, TrainerError
+from conla_training.engine.trainer import Trainer, TrainerError, load_weights
 from conla_training.models.vla import VLA, VLAConfig
 
 __all__ = ["PolicyRunConfig", "PolicyTrainer", "VLARunConfig", "VLATrainer", "instruction_embeddings", "load_vla",
@@ -51,10 +53,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VLARunConfig:
-    """`conla train vla`: `model:` (VLAConfig, head latent), `data:` (LatentDataConfig), `train:` (TrainConfig)."""
+    """`conla train vla`: `model:` (VLAConfig, head latent), `data:` (LatentDataConfig), `augment:`
+    (AugmentConfig), `train:` (TrainConfig)."""
 
     model: VLAConfig = field(default_factory=VLAConfig)
     data: LatentDataConfig = field(default_factory=LatentDataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir=Path("runs/vla/default")))
 
     def __post_init__(self) -> None:
@@ -66,17 +70,24 @@ class VLARunConfig:
 class PolicyRunConfig:
     """`conla train policy`: `init_from` (pretrained VLA checkpoint or null = scratch), `model:` (VLAConfig,
     head chunk or bins; action_dim and proprio_dim are taken from the data), `data:` (EpisodeDataConfig),
-    `train:` (TrainConfig), `use_proprio`."""
+    `augment:` (AugmentConfig), `train:` (TrainConfig), `use_proprio`, and `execution:` (how the
+    robot should execute the chunks, `conla_ros.core.chunking.ChunkingConfig`; copied into
+    model.yaml by the export; null: re-plan every half chunk)."""
 
     init_from: Path | None = None
     use_proprio: bool = False
     model: VLAConfig = field(default_factory=lambda: VLAConfig(head="chunk"))
     data: EpisodeDataConfig = field(default_factory=EpisodeDataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(run_dir=Path("runs/policy/default")))
+    execution: ChunkingConfig | None = None
 
     def __post_init__(self) -> None:
         if self.model.head not in ("chunk", "bins"):
             raise ValueError(f"model.head must be 'chunk' or 'bins' for finetuning, got {self.model.head!r}")
+        if self.execution is not None and self.execution.replan_every > self.model.chunk_length:
+            raise ValueError(f"execution.replan_every={self.execution.replan_every} must be <= model.chunk_length "
+                             f"{self.model.chunk_length}")
 
 
 def _encoder_folder(text_encoder: str | None) -> Path:
@@ -138,6 +149,7 @@ class VLATrainer(Trainer):
         return _loader(self.dataset, self.train, self.config.data.num_workers, start_batch, rank, world_size)
 
     def compute_loss(self, model, batch: dict, step: int):
+        batch = augment_batch(batch, self.config.augment, self.train.seed, step)
         output, loss = model(batch["image"], batch["instruction"], latents=batch["latents"])
         return loss, {"loss/total": loss.detach(), "loss/ce": output.losses["ce"],
                       "metrics/latent_accuracy": output.losses["accuracy"]}, output
@@ -187,7 +199,7 @@ class PolicyTrainer(Trainer):
         if self.pretrained is not None:
             skip = ("head.", "action_", "bin_", "proprio_mean", "proprio_std")
             own = model.state_dict()
-            weights = {k: v for k, v in self.pretrained["model"].items()
+            weights = {k: v for k, v in load_weights(self.pretrained).items()
                        if not k.startswith(skip) and k in own and own[k].shape == v.shape}
             model.load_state_dict(weights, strict=False)
             fresh = sorted({k.split(".")[0] for k in own if k not in weights})
@@ -204,6 +216,7 @@ class PolicyTrainer(Trainer):
                        collate_samples)
 
     def compute_loss(self, model, batch: dict, step: int):
+        batch = augment_batch(batch, self.config.augment, self.train.seed, step)
         output, loss = model(batch["image"], batch["instruction"], batch.get("proprio"), actions=batch["actions"],
                              action_mask=batch["action_mask"])
         key = "l1" if self.model_cfg.head == "chunk" else "ce"
@@ -218,6 +231,7 @@ class PolicyTrainer(Trainer):
                 "contract": self.dataset.contract.to_dict(),
                 "joint_names": list(self.dataset.contract.proprio_names),
                 "control_rate_hz": self.dataset.contract.control_rate_hz,
+                "execution": None if self.config.execution is None else config_to_dict(self.config.execution),
                 "data": [str(self.config.data.root)], "episodes": len(self.dataset.episodes),
                 "init_from": None if self.config.init_from is None else str(self.config.init_from)}
 
@@ -243,5 +257,5 @@ def load_vla(path: Path | str, map_location: str | torch.device = "cpu") -> tupl
         raise TrainerError(f"{path}: not a VLA checkpoint (model class {payload['model_class']})")
     config = config_from_dict(VLAConfig, payload["model_config"], source=f"{path} (model_config)")
     model = VLA(config)
-    model.load_state_dict(payload["model"])
+    model.load_state_dict(load_weights(payload))
     return model.eval(), payload

@@ -57,7 +57,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["ChunkExecutor", "ChunkedPolicy", "ChunkingConfig", "ExecutorStep"]
+__all__ = ["ChunkExecutor", "ChunkedPolicy", "ChunkingConfig", "ExecutorStep", "default_chunking"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,18 @@ class ChunkingConfig:
             raise ValueError(f"blend_ticks must be an int >= 0, got {self.blend_ticks!r}")
         if self.on_starvation not in ("hold", "none"):
             raise ValueError(f"on_starvation must be 'hold' or 'none', got {self.on_starvation!r}")
+
+
+def default_chunking(chunk_length: int, execution: ChunkingConfig | None = None) -> ChunkingConfig:
+    """How a model's chunks are executed, everywhere: the model's own `execution` (model.yaml), else
+    re-planning every half chunk, no ensembling. policy_node and `conla eval sim` both start here,
+    so the robot and the evaluation run a policy the same way."""
+    if execution is not None:
+        if execution.replan_every > chunk_length:
+            raise ValueError(f"execution.replan_every={execution.replan_every} must be <= the chunk length "
+                             f"{chunk_length}")
+        return execution
+    return ChunkingConfig(replan_every=max(1, chunk_length // 2))
 
 
 @dataclass(frozen=True)

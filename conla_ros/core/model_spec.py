@@ -27,6 +27,7 @@ which a test loads)::
       gripper: gripper
     chunk_length: 8
     control_rate_hz: 80.0
+    execution: {replan_every: 4, temporal_ensembling: false, ensemble_decay: 0.01, blend_ticks: 3}
     proprio: null
     io:
       image: {name: image, shape: [1, 3, 64, 64], dtype: float32}
@@ -57,6 +58,10 @@ policy.onnx already outputs robot units; the statistics travel for reference, fo
 (`ActionSpace.normalize`/`denormalize` is the one transform both sides use) and for optional
 clipping. Cross-field rules (tensor shapes agree with the preprocessing size, the encoder width,
 the proprio size, H and A) are checked in `ModelSpec.__post_init__`, with the bad value named.
+
+`execution` (optional) is how the chunks were meant to be executed: re-planning interval, temporal
+ensembling, splice blending (`conla_ros.core.chunking.ChunkingConfig`). The policy node's
+parameters override it; `conla eval sim` uses it as is; null means re-plan every half chunk.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from conla_ros.core.chunking import ChunkingConfig
 from conla_ros.core.config import ConfigError, load_config, save_config
 from conla_ros.core.preprocessing import ImagePreprocessing
 
@@ -360,6 +366,7 @@ class ModelSpec:
     chunk_length: int  # H: actions per chunk
     control_rate_hz: float  # the rate the chunk's steps were recorded at (one action per tick)
     io: ModelIO
+    execution: ChunkingConfig | None = None  # how chunks become ticks; null: re-plan every half chunk
     instruction_encoder: InstructionEncoderSpec = InstructionEncoderSpec()
     proprio: ProprioSpec | None = None
     provenance: Provenance
@@ -381,6 +388,9 @@ class ModelSpec:
         object.__setattr__(self, "control_rate_hz", float(self.control_rate_hz))
         if not isinstance(self.policy_file, str) or not self.policy_file or "/" in self.policy_file:
             raise ValueError(f"policy_file must be a file name, got {self.policy_file!r}")
+        if self.execution is not None and self.execution.replan_every > self.chunk_length:
+            raise ValueError(f"execution.replan_every={self.execution.replan_every} must be <= chunk_length "
+                             f"{self.chunk_length}")
         self._check_shapes()
 
     def _check_shapes(self) -> None:

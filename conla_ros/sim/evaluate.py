@@ -34,6 +34,7 @@ import numpy as np
 from conla_ros.sim.instructions import MT10_TASKS, check_task, sample_instruction
 
 if TYPE_CHECKING:  # the world imports MuJoCo: only when an evaluation runs
+    from conla_ros.core.chunking import ChunkingConfig
     from conla_ros.sim.world import Observation, SimWorld, WorldConfig
 
 __all__ = [
@@ -102,27 +103,34 @@ class ScriptedExpertPolicy:
 class RuntimePolicy:
     """An exported model directory (models/NAME) through the robot's torch-free ONNX runtime.
 
-    Exactly what policy_node runs, minus ROS: the same preprocessing, instruction encoder and
-    action chunk in robot units (for Meta-World: dx, dy, dz, gripper in [-1, 1]).
+    Exactly what policy_node runs, minus ROS and its clock: the same preprocessing, instruction
+    encoder, action chunk in robot units (for Meta-World: dx, dy, dz, gripper in [-1, 1]), and the
+    same chunk executor with the same settings (`conla_ros.core.chunking.default_chunking`: the
+    model's `execution`, else re-planning every half chunk, blended splices). Inference is
+    synchronous here, so a chunk is never late; one action per call.
     """
 
-    def __init__(self, model_dir: Path, providers: str = "auto") -> None:
+    def __init__(self, model_dir: Path, providers: str = "auto", chunking: ChunkingConfig | None = None) -> None:
+        from conla_ros.core.chunking import ChunkedPolicy, default_chunking
         from conla_ros.core.runtime import load_policy
 
         self._policy = load_policy(model_dir, providers=providers)
-        self._uses_proprio = self._policy.spec.proprio is not None
-        self.name = f"model {self._policy.spec.name} ({self._policy.provider})"
+        spec = self._policy.spec
+        self._uses_proprio = spec.proprio is not None
+        self.chunking = default_chunking(spec.chunk_length, chunking or spec.execution)
+        self._chunked = ChunkedPolicy(self._policy, self.chunking, spec.chunk_length, spec.action_dim)
+        self.name = f"model {spec.name} ({self._policy.provider})"
 
     def reset(self) -> None:
-        """Forget per-episode state (none beyond the runtime's own)."""
-        self._policy.reset()
+        """Forget the chunks and the runtime's per-episode state."""
+        self._chunked.reset()
 
     def infer(self, obs: dict[str, Any]) -> np.ndarray:
-        """An action chunk (H, 4) from the camera image, the instruction and the joint positions."""
+        """The next action (4,) from the camera image, the instruction and the joint positions."""
         inputs = {"image": obs["image"], "instruction": obs["instruction"]}
         if self._uses_proprio:
             inputs["proprio"] = obs["proprio"]
-        return self._policy.infer(inputs)["actions"]
+        return self._chunked.infer(inputs)["actions"]
 
 
 class RandomPolicy:
@@ -382,6 +390,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="visual domain to evaluate in (default robot)")
     parser.add_argument("--max-steps", type=int, default=None, metavar="N",
                         help="episode limit in control steps (default: WorldConfig's)")
+    parser.add_argument("--replan-every", type=int, default=None, metavar="N",
+                        help="--model: ticks between inferences (default: the model's execution settings, "
+                        "else half the chunk, as policy_node)")
+    parser.add_argument("--temporal-ensembling", action="store_true",
+                        help="--model: average every chunk covering a tick (ACT), as policy_node's parameter")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--video", type=Path, metavar="FILE", help="write all rollouts to one mp4")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -406,8 +419,8 @@ def run(args: argparse.Namespace) -> int:
         from conla_ros.core.runtime import ModelLoadError
 
         try:
-            policy: Policy = RuntimePolicy(args.model)
-        except ModelLoadError as error:
+            policy: Policy = RuntimePolicy(args.model, chunking=_chunking_override(args))
+        except (ModelLoadError, ValueError) as error:
             print(f"conla eval sim --model: {error}", file=sys.stderr)
             return 1
     else:
@@ -416,6 +429,24 @@ def run(args: argparse.Namespace) -> int:
     print(report.table())
     write_report_files(args.json, report.to_json(), args.video)
     return 0
+
+
+def _chunking_override(args: argparse.Namespace) -> ChunkingConfig | None:
+    """The executor settings given on the command line, or None to use the model's."""
+    from dataclasses import replace
+
+    from conla_ros.core.chunking import default_chunking
+    from conla_ros.core.model_spec import load_model_spec
+
+    if args.replan_every is None and not args.temporal_ensembling:
+        return None
+    spec = load_model_spec(args.model)
+    config = default_chunking(spec.chunk_length, spec.execution)
+    if args.replan_every is not None:
+        config = replace(config, replan_every=args.replan_every)
+    if args.temporal_ensembling:
+        config = replace(config, temporal_ensembling=True)
+    return default_chunking(spec.chunk_length, config)
 
 
 def write_report_files(json_path: Path | None, json_text: str, video_path: Path | None) -> None:

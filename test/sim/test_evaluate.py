@@ -191,3 +191,26 @@ def test_an_exported_model_runs_through_the_robot_runtime(tmp_path):
     assert report.policy.startswith("model tiny")
     assert [e.length for e in report.episodes] == [12] or report.episodes[0].success
     assert run(_args("--model", str(model), "--tasks", "reach", "--episodes", "1", "--max-steps", "5")) == 0
+
+
+def test_a_model_is_executed_with_the_policy_nodes_chunk_settings(tmp_path):
+    # eval sim and policy_node start from one rule (default_chunking): re-plan every half chunk unless
+    # model.yaml's execution says otherwise; a command-line override replaces it.
+    from fixtures.tiny_model import make_tiny_model
+
+    from conla_ros.core.chunking import ChunkingConfig, default_chunking
+    from conla_ros.sim.evaluate import RuntimePolicy
+
+    model = make_tiny_model(tmp_path / "tiny", proprio_dim=9, chunk_length=4)
+    policy = RuntimePolicy(model)
+    assert policy.chunking == default_chunking(4) == ChunkingConfig(replan_every=2)
+    calls = []
+    inner = policy._chunked.policy  # count the runtime's inferences over 6 ticks
+    original = inner.infer
+    inner.infer = lambda obs: calls.append(1) or original(obs)
+    obs = {"image": np.zeros((64, 64, 3), np.uint8), "instruction": "reach the goal",
+           "proprio": np.zeros(9, np.float32)}
+    actions = [policy.infer(obs) for _ in range(6)]
+    assert len(calls) == 3 and all(a.shape == (4,) for a in actions)
+    override = RuntimePolicy(model, chunking=ChunkingConfig(replan_every=4, temporal_ensembling=True))
+    assert override.chunking.replan_every == 4 and override.chunking.temporal_ensembling

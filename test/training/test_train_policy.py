@@ -148,3 +148,22 @@ def test_bad_config_is_exit_2_and_names_the_closest_key(episodes, encoder, tmp_p
     assert _policy("policy_train_tiny.yaml", episodes, encoder, tmp_path / "x", "--set", "model.hed=bins") == 2
     assert "head" in capsys.readouterr().err
     assert _policy("policy_train_tiny.yaml", tmp_path / "missing", encoder, tmp_path / "y") == 2
+
+
+def test_policy_with_augmentation_and_weight_average_resumes_exactly(episodes, encoder, tmp_path):
+    """The recipe's switches: random shift + instruction noise + EMA; the average is what load_vla returns."""
+    args = ("--set", "augment.random_shift=2", "--set", "augment.instruction_noise=0.05",
+            "--set", "train.ema_decay=0.9", "--set", "train.checkpoint_every=2")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert _policy("policy_train_tiny.yaml", episodes, encoder, straight, *args, "--set", "train.steps=4") == 0
+    assert _policy("policy_train_tiny.yaml", episodes, encoder, resumed, *args, "--set", "train.steps=2") == 0
+    assert _policy("policy_train_tiny.yaml", episodes, encoder, resumed, *args, "--set", "train.steps=4",
+                   "--resume") == 0
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert set(a["ema"]) == set(a["model"])
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key])
+        torch.testing.assert_close(a["ema"][key], b["ema"][key])
+    model, _ = load_vla(straight)
+    torch.testing.assert_close(model.state_dict()["queries"], a["ema"]["queries"])
+    assert not torch.equal(a["ema"]["queries"], a["model"]["queries"])

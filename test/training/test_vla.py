@@ -12,7 +12,8 @@ from conla_training.datasets.episodes import action_statistics
 from conla_training.models.vla import VLA, VLAConfig
 
 TINY = dict(preprocessing=ImagePreprocessing(size=16), patch_size=8, vision_width=16, vision_layers=1,
-            vision_heads=2, width=16, fusion_layers=1, fusion_heads=2, chunk_length=4, num_bins=8)
+            vision_heads=2, width=16, fusion_layers=1, fusion_heads=2, chunk_length=4, num_bins=8,
+            conv_channels=(8, 16), conv_depths=(1, 1))
 
 
 def tiny(**overrides) -> VLA:
@@ -26,7 +27,7 @@ def inputs(batch: int = 3, proprio: int = 0):
     return out + ([torch.randn(batch, proprio, generator=g)] if proprio else [None])
 
 
-@pytest.mark.parametrize("vision", ["siglip", "vit"])
+@pytest.mark.parametrize("vision", ["siglip", "vit", "resnet"])
 @pytest.mark.parametrize("head", ["latent", "chunk", "bins"])
 def test_every_tower_and_head_trains_one_step(vision, head):
     model = tiny(vision=vision, head=head, proprio_dim=5)
@@ -41,6 +42,35 @@ def test_every_tower_and_head_trains_one_step(vision, head):
     else:
         assert output.actions.shape == (3, 4, 4)
         assert model.predict_actions(image, instruction, proprio).shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize(("pool", "tokens"), [(True, 4), (False, 16)])
+def test_resnet_tokens_are_the_feature_map_cells(pool, tokens):
+    model = tiny(vision="resnet", head="chunk", conv_stem_pool=pool)
+    assert model.config.num_patches == tokens  # 16 px / stride 8 (pool) or 4 (no pool), squared
+    image, instruction, _ = inputs()
+    assert model.features(image, instruction).shape == (3, model.config.num_queries, 16)
+
+
+def test_resnet_group_norm_has_no_batch_statistics():
+    model = tiny(vision="resnet", head="chunk", conv_norm="group")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    model.eval()
+    image, instruction, _ = inputs()
+    one = model.predict_actions(image[:1], instruction[:1])
+    assert torch.allclose(one, model.predict_actions(image, instruction)[:1], atol=1e-5)  # batch-independent
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"conv_channels": (8, 16), "conv_depths": (1,)}, "equally long"),
+    ({"conv_channels": (12, 16), "conv_norm": "group"}, "divisible by 8"),
+    ({"conv_channels": (8, 16, 32, 64), "conv_depths": (1, 1, 1, 1)}, "multiple of the resnet's stride"),
+    ({"conv_norm": "layer"}, "conv_norm"),
+])
+def test_resnet_config_errors_name_the_value(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        VLAConfig(**{**TINY, "vision": "resnet", **overrides})
 
 
 def test_no_targets_no_loss_and_proprio_required():

@@ -36,6 +36,7 @@ class TrainConfig:
     sample_every: int = 1000  # steps between PNG sample grids (0: never)
     checkpoint_every: int = 1000  # steps between checkpoints (0: only at exit)
     keep_checkpoints: int = 3  # newest N kept (0: all)
+    ema_decay: float = 0.0  # exponential moving average of the weights (0: off); checkpoints carry it
     compile: bool = False  # torch.compile the model
     progress: bool = True  # tqdm progress bar on the main process
 
@@ -48,5 +49,7 @@ class TrainConfig:
                      "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")

@@ -16,6 +16,10 @@ rest the same way for every model:
     asks the loop to stop after the current step and write a checkpoint there (distributed: at the
     next log step, on which all ranks agree); a second Ctrl-C stops at once, keeping the last
     complete checkpoint (status "killed"). An exception leaves the last complete checkpoint too.
+  - An optional exponential moving average of the weights (`ema_decay`), updated after every
+    optimiser step with the warm-up decay min(d, (1 + step) / (10 + step)) (so early weights fade
+    fast) and saved in every checkpoint as "ema" beside the live weights "model". Resume
+    continues both; `load_weights(payload)` (what export and labelling use) prefers the average.
   - summary.json at exit: status, steps, speed, loader wait, last scalars, skipped files (by name,
     over all ranks), and a SHA-256 of the weights on every rank with `ranks_agree`.
 
@@ -59,7 +63,7 @@ from conla_training.engine.checkpoint import (
 )
 from conla_training.engine.config import TrainConfig
 
-__all__ = ["Trainer", "TrainerError"]
+__all__ = ["Trainer", "TrainerError", "WeightAverage", "load_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,37 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def load_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights to use from a checkpoint payload: the EMA when the run kept one, else the live ones."""
+    return payload.get("ema") or payload["model"]
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters; buffers are copied as they are.
+
+    Kept on the model's device, in float32. `decay(step)` warms up as min(d, (1 + step) / (10 + step)).
+    """
+
+    def __init__(self, model: nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.decay = decay
+        source = state if state is not None else model.state_dict()
+        self.state = {k: v.detach().clone() for k, v in source.items()}
+        self._parameters = {name for name, _ in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        for name, value in model.state_dict().items():
+            average = self.state[name]
+            if name in self._parameters and value.is_floating_point():
+                average.mul_(d).add_(value.detach().to(average.dtype), alpha=1.0 - d)
+            else:
+                average.copy_(value)
+
+    def cpu_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.state.items()}
 
 
 class _StopRequest:
@@ -230,6 +265,13 @@ class Trainer(ABC):
             optimizer.load_state_dict(payload["optimizer"])
             scheduler.load_state_dict(payload["scheduler"])
             step = int(payload["step"])
+        ema = None
+        if t.ema_decay:  # after prepare: the average lives on the parameters' device
+            unwrapped = acc.unwrap_model(model)
+            saved = payload.get("ema") if payload is not None else None
+            if saved is not None:
+                saved = {k: v.to(acc.device) for k, v in saved.items()}
+            ema = WeightAverage(getattr(unwrapped, "_orig_mod", unwrapped), t.ema_decay, saved)
         loader = iter(self.build_loader(step, rank, world))
 
         # RNG: per rank, restored exactly on resume (after everything that might draw from it).
@@ -271,6 +313,7 @@ class Trainer(ABC):
                 ckpt = {
                     "step": at,
                     "model": {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()},
+                    **({"ema": ema.cpu_state()} if ema is not None else {}),
                     "model_class": f"{type(unwrapped).__module__}.{type(unwrapped).__qualname__}",
                     "model_config": self.model_config(),
                     "run_config": self.run_config,
@@ -305,7 +348,10 @@ class Trainer(ABC):
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
                     unwrapped = acc.unwrap_model(model)
-                    extra = self.after_step(getattr(unwrapped, "_orig_mod", unwrapped), step)
+                    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)
+                    if ema is not None:
+                        ema.update(unwrapped, step)
+                    extra = self.after_step(unwrapped, step)
                     t2 = time.perf_counter()
                     wait_time += t1 - t0
                     loop_time += t2 - t0

@@ -1,7 +1,7 @@
 """The compact latent VLA (METHOD.md stages 2 and 3): one config, one model, three heads.
 
-    image (B, 3, S, S) ─ vision encoder (transformers SigLIP or ViT, random init or from_pretrained)
-                         → N patch tokens → Linear → (B, N, W)
+    image (B, 3, S, S) ─ vision encoder (transformers SigLIP, ViT or ResNet; random init or from_pretrained)
+                         → N tokens (patches, or the ResNet's last feature map cells) → Linear → (B, N, W)
     instruction embedding (B, 384) (frozen all-MiniLM-L6-v2, computed outside) → Linear → 1 token
     proprio (B, P) (optional; standardised with dataset statistics held in buffers) → Linear → 1 token
     Q learned query tokens
@@ -25,6 +25,13 @@ Choices the papers leave open (ours):
     the model: they are saved in every checkpoint with the weights, and the exported graph
     de-normalises to robot units with exactly the numbers used in training.
   - Padded chunk steps (an image near the end of an episode) are masked out of both losses.
+  - `vision: resnet` (transformers `ResNetModel`, basic blocks, sizes from `conv_channels` /
+    `conv_depths`): each cell of the last feature map is one token, so the fusion transformer
+    still sees where things are. With `conv_stem_pool: false` the stem's max-pool is dropped (one
+    stride-2 step less: an 8×8 map from 64×64 instead of 4×4), because few-demo manipulation
+    needs the position of small objects more than a large receptive field. `conv_norm: group`
+    swaps the BatchNorms for GroupNorm (Diffusion Policy's choice: no batch statistics, so
+    training and evaluation compute the same function and an EMA of the weights is consistent).
 """
 
 from __future__ import annotations
@@ -43,8 +50,8 @@ __all__ = ["BACKBONE_FIELDS", "VLA", "VLAConfig", "VLAOutput"]
 
 #: Fields that define the pretrained weights (must agree when a policy starts from a pretrained VLA).
 BACKBONE_FIELDS = ("preprocessing", "vision", "vision_pretrained", "patch_size", "vision_width", "vision_layers",
-                   "vision_heads", "width", "fusion_layers", "fusion_heads", "mlp_ratio", "instruction_dim",
-                   "num_queries")
+                   "vision_heads", "conv_channels", "conv_depths", "conv_stem_pool", "conv_norm", "width",
+                   "fusion_layers", "fusion_heads", "mlp_ratio", "instruction_dim", "num_queries")
 
 
 @dataclass(frozen=True)
@@ -53,12 +60,16 @@ class VLAConfig:
     vla_large.yaml (GPU)."""
 
     preprocessing: ImagePreprocessing = field(default_factory=ImagePreprocessing)  # size = image side S
-    vision: Literal["siglip", "vit"] = "siglip"
+    vision: Literal["siglip", "vit", "resnet"] = "siglip"
     vision_pretrained: str | None = None  # a transformers model folder/name: from_pretrained instead of random init
     patch_size: int = 8
     vision_width: int = 192
     vision_layers: int = 4
     vision_heads: int = 3
+    conv_channels: tuple[int, ...] = (32, 64, 128)  # resnet: channels per stage (stem = the first)
+    conv_depths: tuple[int, ...] = (1, 1, 1)  # resnet: basic blocks per stage
+    conv_stem_pool: bool = True  # resnet: keep the stem's stride-2 max-pool
+    conv_norm: Literal["batch", "group"] = "batch"  # resnet: BatchNorm as built, or GroupNorm
     width: int = 192  # fusion width W
     fusion_layers: int = 2
     fusion_heads: int = 3
@@ -77,13 +88,25 @@ class VLAConfig:
 
     def __post_init__(self) -> None:
         size = self.preprocessing.size
-        if self.vision not in ("siglip", "vit"):
-            raise ValueError(f"vision must be 'siglip' or 'vit', got {self.vision!r}")
+        if self.vision not in ("siglip", "vit", "resnet"):
+            raise ValueError(f"vision must be 'siglip', 'vit' or 'resnet', got {self.vision!r}")
+        if self.vision == "resnet":
+            if not self.conv_channels or len(self.conv_channels) != len(self.conv_depths) or \
+                    min(self.conv_channels) < 1 or min(self.conv_depths) < 1:
+                raise ValueError(f"conv_channels and conv_depths must be equally long lists of ints >= 1, got "
+                                 f"{list(self.conv_channels)} and {list(self.conv_depths)}")
+            if self.conv_norm == "group" and any(c % 8 for c in self.conv_channels):
+                raise ValueError(f"conv_norm: group needs conv_channels divisible by 8, got {list(self.conv_channels)}")
+            if size % self.feature_stride:
+                raise ValueError(f"preprocessing.size {size} must be a multiple of the resnet's stride "
+                                 f"{self.feature_stride}")
+        if self.conv_norm not in ("batch", "group"):
+            raise ValueError(f"conv_norm must be 'batch' or 'group', got {self.conv_norm!r}")
         if self.head not in ("latent", "chunk", "bins"):
             raise ValueError(f"head must be 'latent', 'chunk' or 'bins', got {self.head!r}")
         if self.bins_decode not in ("expected", "argmax"):
             raise ValueError(f"bins_decode must be 'expected' or 'argmax', got {self.bins_decode!r}")
-        if self.patch_size < 1 or size % self.patch_size:
+        if self.vision != "resnet" and (self.patch_size < 1 or size % self.patch_size):
             raise ValueError(f"patch_size must divide preprocessing.size {size}, got {self.patch_size}")
         for name, heads_name in (("vision_width", "vision_heads"), ("width", "fusion_heads")):
             if getattr(self, name) % getattr(self, heads_name):
@@ -102,8 +125,15 @@ class VLAConfig:
             raise ValueError(f"mlp_ratio must be > 0 and dropout in [0, 1), got {self.mlp_ratio}, {self.dropout}")
 
     @property
+    def feature_stride(self) -> int:
+        """resnet: input pixels per feature-map cell (stem conv 2, pool 2, then 2 per stage after the first)."""
+        return 2 * (2 if self.conv_stem_pool else 1) * 2 ** (len(self.conv_channels) - 1)
+
+    @property
     def num_patches(self) -> int:
-        return (self.preprocessing.size // self.patch_size) ** 2
+        """Image tokens: ViT/SigLIP patches, or resnet feature-map cells."""
+        stride = self.feature_stride if self.vision == "resnet" else self.patch_size
+        return (self.preprocessing.size // stride) ** 2
 
     def backbone(self) -> dict:
         """The fields that must agree between a pretrained VLA and a policy started from it."""
@@ -121,9 +151,37 @@ class VLAOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _resnet_encoder(c: VLAConfig) -> nn.Module:
+    import transformers
+
+    if c.vision_pretrained:
+        model = transformers.ResNetModel.from_pretrained(c.vision_pretrained)
+    else:
+        model = transformers.ResNetModel(transformers.ResNetConfig(
+            num_channels=3, embedding_size=c.conv_channels[0], hidden_sizes=list(c.conv_channels),
+            depths=list(c.conv_depths), layer_type="basic", downsample_in_first_stage=False))
+    if not c.conv_stem_pool:
+        model.embedder.pooler = nn.Identity()
+    model.pooler = nn.Identity()  # the tokens are the feature map's cells, not a pooled vector
+    if c.conv_norm == "group":
+        _batch_to_group_norm(model)
+    return model
+
+
+def _batch_to_group_norm(module: nn.Module) -> None:
+    """Replace every BatchNorm2d below `module` by a GroupNorm of 8 groups (fresh affine weights)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.GroupNorm(8, child.num_features))
+        else:
+            _batch_to_group_norm(child)
+
+
 def _vision_encoder(c: VLAConfig) -> nn.Module:
     import transformers
 
+    if c.vision == "resnet":
+        return _resnet_encoder(c)
     common = dict(hidden_size=c.vision_width, intermediate_size=int(c.vision_width * c.mlp_ratio),
                   num_hidden_layers=c.vision_layers, num_attention_heads=c.vision_heads, num_channels=3,
                   image_size=c.preprocessing.size, patch_size=c.patch_size, attention_dropout=c.dropout)
@@ -159,7 +217,8 @@ class VLA(nn.Module):
         super().__init__()
         self.config = c = config
         self.vision = _vision_encoder(c)
-        self.vision_proj = nn.Linear(self.vision.config.hidden_size, c.width)
+        vision_out = c.conv_channels[-1] if c.vision == "resnet" else self.vision.config.hidden_size
+        self.vision_proj = nn.Linear(vision_out, c.width)
         self.instruction_proj = nn.Linear(c.instruction_dim, c.width)
         self.proprio_proj = nn.Linear(c.proprio_dim, c.width) if c.proprio_dim else None
         vision_tokens = c.num_patches + (1 if c.vision == "vit" else 0)  # ViT keeps its CLS token
@@ -218,7 +277,9 @@ class VLA(nn.Module):
         """(B, 3, S, S), (B, D), (B, P) → query outputs (B, Q, W)."""
         c = self.config
         b = image.shape[0]
-        patches = self.vision(pixel_values=image).last_hidden_state  # (B, N, Wv)
+        patches = self.vision(pixel_values=image).last_hidden_state  # (B, N, Wv) | resnet (B, C, h, w)
+        if c.vision == "resnet":
+            patches = patches.flatten(2).transpose(1, 2)  # (B, h·w, C)
         tokens = [self.vision_proj(patches), self.instruction_proj(instruction).unsqueeze(1)]  # (B, N, W), (B, 1, W)
         if self.proprio_proj is not None:
             if proprio is None:

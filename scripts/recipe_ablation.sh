@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The finetuning recipe, chosen by measurement (BENCHMARKS.md "Policies that succeed"): one row per
+# variant of config/policy_train.yaml, each trained, exported to ONNX and evaluated with
+# `conla eval sim --model` (the robot's runtime and chunk executor) on the same held-out seeds.
+#
+#   scripts/recipe_ablation.sh ROW [ROW ...]     # train/export/evaluate these rows
+#   scripts/recipe_ablation.sh --table           # print the table of every finished row
+#   ROW_SEED=1 scripts/recipe_ablation.sh best   # another training seed of a row
+#
+# Rows (each is the default recipe with --set overrides; see `row_args` below): best, no_shift,
+# no_proprio, no_ema, vit, chunk16, ensemble, demos2, steps2k. Every stage is skipped when its
+# output is complete; a half-trained run resumes from its newest checkpoint. Run two rows side by
+# side on a 2-core machine (one thread each).
+#   Inputs: data/episodes_robot (10 expert demos per MT10 task, seeds 500000+, `conla sim episodes
+#   --tasks mt10 --episodes 10 --seed 500000 --out data/episodes_robot`), and for demos2 the first
+#   2 of each task in data/episodes_robot_2pt (made here from data/episodes_robot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+source .venv/bin/activate
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one steady thread per run on a shared machine
+
+CONFIG=${CONFIG:-config/policy_train.yaml}
+OUT=${OUT:-runs/recipe}
+EVAL_EPISODES=${EVAL_EPISODES:-10}
+ROW_SEED=${ROW_SEED:-0}
+DEMOS=data/episodes_robot
+
+row_args() {  # ROW -> extra `conla train policy` arguments on top of $CONFIG
+    case $1 in
+        best) ;;
+        no_shift) echo "--set augment.random_shift=0" ;;
+        no_proprio) echo "--set use_proprio=false" ;;
+        no_ema) echo "--set train.ema_decay=0.0" ;;
+        no_pool) echo "--set model.conv_stem_pool=false" ;;
+        vit) echo "--set model.vision=siglip --set model.patch_size=8 --set model.vision_width=192 --set model.vision_layers=4 --set model.vision_heads=3" ;;
+        chunk16) echo "--set model.chunk_length=16" ;;
+        chunk4) echo "--set model.chunk_length=4 --set execution.replan_every=2" ;;
+        steps2k) echo "--set train.steps=2000" ;;
+        demos2) echo "--set data.root=data/episodes_robot_2pt" ;;
+        *) echo "unknown row '$1' (see row_args in $0)" >&2; return 2 ;;
+    esac
+}
+
+two_demos() {  # the first 2 demos of each task, as a folder of links to the 10-demo set
+    local dst=data/episodes_robot_2pt
+    [[ -d $dst ]] && return
+    mkdir -p $dst.partial
+    for ep in "$DEMOS"/*_500000 "$DEMOS"/*_500001; do ln -s "../../$ep" "$dst.partial/$(basename "$ep")"; done
+    mv $dst.partial $dst
+}
+
+run_row() {  # ROW
+    local row=$1 name=$1
+    [[ $ROW_SEED != 0 ]] && name="${row}_seed$ROW_SEED"
+    local run=$OUT/$name/train model=$OUT/$name/model evalf=$OUT/$name/eval.json
+    local args; args=$(row_args "$row")
+    [[ $row == demos2 ]] && two_demos
+    printf '\n=== %s: train (%s)\n' "$name" "$(date +%H:%M:%S)"
+    if ! grep -qs '"status": "finished"' "$run/summary.json"; then
+        local resume=(); [[ -d $run/checkpoints ]] && resume=(--resume)
+        # shellcheck disable=SC2086
+        conla train policy --config "$CONFIG" --run-dir "$run" "${resume[@]}" --set train.seed="$ROW_SEED" \
+            --set train.progress=false $args
+    fi
+    printf '=== %s: export (%s)\n' "$name" "$(date +%H:%M:%S)"
+    [[ -f $model/model.yaml ]] || conla export --checkpoint "$run" --out "$model" --text-encoder-mode reference --force
+    printf '=== %s: eval (%s)\n' "$name" "$(date +%H:%M:%S)"
+    [[ -f $evalf ]] || conla eval sim --model "$model" --episodes "$EVAL_EPISODES" --json "$evalf" --no-progress
+}
+
+if [[ ${1:-} == --table ]]; then
+    exec python -m conla_ros.sim.compare "$OUT"/*/eval.json
+fi
+[[ $# -gt 0 ]] || { sed -n 2,17p "$0"; exit 2; }
+for row in "$@"; do run_row "$row"; done
