@@ -56,7 +56,8 @@ def find_ros2() -> Ros2 | str:
         site = str(SHARED_TOOLS / "site")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)
         return Ros2(["bash", str(tool)], env, f"the upstream launch tooling in {SHARED_TOOLS}")
-    return "neither a sourced ROS 2 (ROS_DISTRO and ros2 on PATH) nor ../shared/ros2-launch: no `ros2 launch` to test with"
+    return ("neither a sourced ROS 2 (ROS_DISTRO and ros2 on PATH) nor ../shared/ros2-launch: no `ros2 launch` "
+            "to test with")
 
 
 @pytest.fixture(scope="session")
