@@ -385,7 +385,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MT10 task names (default: all ten)")
     parser.add_argument("--episodes", type=int, default=10, metavar="N",
                         help=f"held-out seeds per task (default 10, at most {HELDOUT_PER_TASK})")
-    parser.add_argument("--image-size", type=int, default=64, metavar="S", help="camera image side (default 64)")
+    parser.add_argument("--image-size", type=int, default=None, metavar="S",
+                        help="camera image side (default: the model's input size; 64 for built-in policies)")
     parser.add_argument("--domain", choices=("robot", "human"), default="robot",
                         help="visual domain to evaluate in (default robot)")
     parser.add_argument("--max-steps", type=int, default=None, metavar="N",
@@ -406,7 +407,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         tasks = [check_task(t) for t in args.tasks]
-        kwargs: dict[str, Any] = {"image_size": args.image_size, "domain": args.domain}
+        kwargs: dict[str, Any] = {"image_size": args.image_size or _model_image_size(args.model),
+                                  "domain": args.domain}
         if args.max_steps is not None:
             kwargs["max_steps"] = args.max_steps
         config = WorldConfig(**kwargs)
@@ -429,6 +431,18 @@ def run(args: argparse.Namespace) -> int:
     print(report.table())
     write_report_files(args.json, report.to_json(), args.video)
     return 0
+
+
+def _model_image_size(model_dir: Path | None) -> int:
+    """The camera side a model expects (its preprocessing size), 64 without a model or a readable model.yaml."""
+    from conla_ros.core.model_spec import ModelLoadError, load_model_spec
+
+    if model_dir is None:
+        return 64
+    try:
+        return load_model_spec(model_dir).preprocessing.size
+    except ModelLoadError:
+        return 64  # RuntimePolicy reports the broken model below, with its own message
 
 
 def _chunking_override(args: argparse.Namespace) -> ChunkingConfig | None:
