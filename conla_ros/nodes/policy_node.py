@@ -66,7 +66,7 @@ try:
     from std_msgs.msg import Bool, String
     from std_srvs.srv import SetBool, Trigger
 
-    from conla_ros.core.chunking import ChunkingConfig
+    from conla_ros.core.chunking import ChunkingConfig, default_chunking
     from conla_ros.core.control_loop import STATES, ControlLoop, InferenceRequest, LoopConfig
     from conla_ros.core.runtime import (
         InferenceError,
@@ -128,9 +128,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "command frame)"),
     ParamSpec("control_rate_hz", 0.0, "control tick rate; 0: the model's control_rate_hz (a different rate is "
               "allowed, with a warning: the model was trained at its own rate)", low=0.0, high=1000.0),
-    ParamSpec("replan_every", 0, "ticks between inferences (1 .. chunk length); 0: half the chunk length",
-              low=0, high=10000),
-    ParamSpec("temporal_ensembling", False, "average every chunk covering a tick (ACT) instead of the newest"),
+    ParamSpec("replan_every", 0, "ticks between inferences (1 .. chunk length); 0: the model's execution setting "
+              "(model.yaml), else half the chunk length, as conla eval sim", low=0, high=10000),
+    ParamSpec("temporal_ensembling", False, "average every chunk covering a tick (ACT) instead of the newest "
+              "(also on when the model's execution setting says so)"),
     ParamSpec("ensemble_decay", 0.01, "ACT ensemble weight exp(-m i), i = 0 for the oldest chunk",
               low=-10.0, high=10.0),
     ParamSpec("blend_ticks", 3, "ticks over which a new chunk's offset from the old plan is blended out "
@@ -243,12 +244,14 @@ class PolicyNode(Node):
                         "were trained for the model's rate")
         self.rate_hz = rate
         self.period_s = 1.0 / rate
-        replan = p["replan_every"] or max(1, spec.chunk_length // 2)
+        model_execution = default_chunking(spec.chunk_length, spec.execution)  # what eval sim runs
+        replan = p["replan_every"] or model_execution.replan_every
         if replan > spec.chunk_length:
             raise ParameterError(f"parameter replan_every={replan} must be <= the model's chunk length "
                                  f"{spec.chunk_length}")
         starvation = "none" if self.layout.velocity_like else "hold"
-        chunking = ChunkingConfig(replan_every=replan, temporal_ensembling=p["temporal_ensembling"],
+        ensembling = p["temporal_ensembling"] or model_execution.temporal_ensembling
+        chunking = ChunkingConfig(replan_every=replan, temporal_ensembling=ensembling,
                                   ensemble_decay=p["ensemble_decay"], blend_ticks=p["blend_ticks"],
                                   on_starvation=starvation)
         # Joint-position modes start the rate limit from, and hold at, the arm's measured position.

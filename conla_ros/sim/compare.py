@@ -2,7 +2,8 @@
 
     python -m conla_ros.sim.compare runs/recipe/*/eval.json
 
-Rows are named after the report's folder (runs/recipe/NAME/eval.json → NAME). Two reports are
+Rows are named after the report's folder (runs/recipe/NAME/eval.json → NAME; other files by their
+own name: r1_eval.json → r1_eval). Two reports are
 paired episode by episode on (task, seed): the sign test counts the episodes one row won and the
 other lost, and gives the exact two-sided binomial p-value under "both rows equally good".
 Rows named `X_seedN` are also pooled with row X into a mean ± sample standard deviation over
@@ -27,7 +28,9 @@ def load_report(path: Path) -> dict:
     data = json.loads(Path(path).read_text())
     episodes = {(e["task"], int(e["seed"])): bool(e["success"]) for e in data["episodes"]}
     tasks = list(dict.fromkeys(e["task"] for e in data["episodes"]))
-    return {"name": Path(path).parent.name, "episodes": episodes, "tasks": tasks}
+    path = Path(path)
+    name = path.parent.name if path.name == "eval.json" else path.stem
+    return {"name": name, "episodes": episodes, "tasks": tasks}
 
 
 def sign_test(wins: int, losses: int) -> float:
