@@ -123,3 +123,36 @@ def test_a_node_that_dies_is_reported_with_its_output_and_the_other_is_stopped(t
     assert "policy_node exited with code 1" in done.stderr
     assert "policy.onnx: file not found" in done.stderr  # the node's own message, from its output
     assert not _processes_with(marker), "sim_arm_node outlived conla eval ros"
+
+
+@pytest.mark.slow
+def test_proprioception_flows_from_the_sim_arms_joint_states_through_the_node(tmp_path: Path) -> None:
+    """A model that takes the 9 joint positions by the names sim_arm_node publishes on joint_states.
+
+    policy_node sends no command until it has valid joint states for every name the model wants
+    (stale or missing joint states stop it), and sim_arm_node steps an episode only on commands, so
+    an episode that runs its steps proves the joint positions went camera/joint_states → node →
+    ONNX input. The same episode in eval sim, which feeds the world's joint positions directly, ends
+    with the same outcome.
+    """
+    pytest.importorskip("conla_ros.sim.world", reason="needs the 'sim' extra")
+    from dataclasses import replace
+
+    from fixtures.tiny_model import tiny_spec
+
+    from conla_ros.core.model_spec import ProprioSpec
+    from conla_ros.sim.world import JOINT_NAMES
+
+    spec = tiny_spec(size=16, chunk_length=4, proprio_dim=len(JOINT_NAMES), action_range=DRIFT_RANGE)
+    spec = replace(spec, proprio=ProprioSpec(names=JOINT_NAMES, dim=len(JOINT_NAMES)))
+    model = make_tiny_model(tmp_path / "proprio", size=16, chunk_length=4, proprio_dim=len(JOINT_NAMES),
+                            action_range=DRIFT_RANGE, spec=spec)
+    common = ["--model", str(model), "--tasks", TASK, "--episodes", "2", "--max-steps", "30"]
+    marker = uuid.uuid4().hex
+    done = _eval_ros([*common, "--json", str(tmp_path / "ros.json")], marker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _conla_eval("sim", [*common, "--json", str(tmp_path / "sim.json")], marker)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ros, sim = (json.loads((tmp_path / f"{name}.json").read_text())["episodes"] for name in ("ros", "sim"))
+    assert [e["length"] for e in ros] == [e["length"] for e in sim]  # every step ran, in both
+    assert [e["success"] for e in ros] == [e["success"] for e in sim]
