@@ -117,7 +117,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("instruction_topic", relative(T.INSTRUCTION.name),
               "std_msgs/String instruction input (transient-local)"),
     ParamSpec("joint_states_topic", relative(T.JOINT_STATES.name), "sensor_msgs/JointState input (proprioception)"),
-    ParamSpec("joint_commands_topic", "forward_command_controller/commands", "std_msgs/Float64MultiArray "
+    ParamSpec("joint_commands_topic", relative(T.JOINT_COMMANDS.name), "std_msgs/Float64MultiArray "
               "output in joint_commands mode"),
     ParamSpec("joint_trajectory_topic", "joint_trajectory_controller/joint_trajectory", "trajectory_msgs/"
               "JointTrajectory output in joint_trajectory mode"),

@@ -222,7 +222,7 @@ def test_joint_commands_with_proprio_and_malformed_joint_states(processes, ros, 
     from std_msgs.msg import Float64MultiArray, String
 
     model = _joint_model(tmp_path / "joints", proprio_dim=2)
-    rig = _start(processes, ros, model, "joint_commands", Float64MultiArray, "/forward_command_controller/commands",
+    rig = _start(processes, ros, model, "joint_commands", Float64MultiArray, "/forward_position_controller/commands",
                  max_delta_per_tick=[0.05])
     cmd = rig.received["cmd"]
     rig.pubs["instruction"].publish(String(data=INSTRUCTION))
