@@ -401,7 +401,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, metavar="DIR",
                         help="exported model directory (models/NAME) run in policy_node")
     parser.add_argument("--tasks", nargs="+", default=list(MT10_TASKS), metavar="TASK",
-                        help="MT10 task names (default: all ten)")
+                        help="MT10 task names (reach, or Meta-World's reach-v3; default: all ten)")
     parser.add_argument("--episodes", type=int, default=10, metavar="N",
                         help=f"held-out seeds per task (default 10, at most {HELDOUT_PER_TASK}): the same seeds "
                         "and instructions as `conla eval sim`")

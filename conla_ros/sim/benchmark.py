@@ -129,7 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=64, help="camera image side (default: 64)")
     parser.add_argument("--domains", nargs="+", choices=("robot", "human"), default=["robot", "human"],
                         help="domains to time (default: both)")
-    parser.add_argument("--task", default="pick-place", help="task stepped for the speed figure")
+    parser.add_argument("--task", default="pick-place",
+                        help="task stepped for the speed figure (Meta-World's pick-place-v3 works too)")
     parser.add_argument("--episodes", type=int, default=2,
                         help="episodes per task written per storage for the size figure (0: skip)")
     parser.add_argument("--size-tasks", nargs="+", default=["reach", "push"], metavar="TASK",
@@ -140,10 +141,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `conla bench sim`."""
-    fps = [measure_fps(domain, args.image_size, args.frames, args.task, pin=not args.no_pin)
+    """Run `conla bench sim`; exit code 2 for an unknown task name."""
+    from conla_ros.sim.generate_episodes import resolve_tasks
+    from conla_ros.sim.instructions import check_task
+
+    try:  # here, not in a worker process: a bad name is a usage error, not a traceback
+        task, size_tasks = check_task(args.task), tuple(resolve_tasks(args.size_tasks))
+    except ValueError as error:
+        print(f"conla bench sim: {error}", file=sys.stderr)
+        return 2
+    fps = [measure_fps(domain, args.image_size, args.frames, task, pin=not args.no_pin)
            for domain in args.domains] if args.frames > 0 else []
-    sizes = [measure_size(storage, tuple(args.size_tasks), args.episodes, args.image_size)
+    sizes = [measure_size(storage, size_tasks, args.episodes, args.image_size)
              for storage in args.storages] if args.episodes > 0 else []
     if args.json:
         print(json.dumps({

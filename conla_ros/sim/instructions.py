@@ -2,6 +2,9 @@
 
 Pure data and lookups: no MuJoCo, so data loaders and the policy side can import it cheaply.
 
+Task names are the short MT10 names (`reach`, `pick-place`); Meta-World's own names (`reach-v3`,
+also `-v2`) are accepted wherever a task is named, and `check_task` turns them into the short one.
+
 Action categories are ConLA's action-category prior: the label an action-free clip keeps, like
 Something-Something v2's templates ("Pushing something from left to right"). Each task gets its
 own verb phrase (10 labels for 10 tasks) rather than a shared coarse verb ("open" for door, drawer
@@ -24,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "ACTION_CATEGORY",
+    "METAWORLD_SUFFIXES",
     "MT10_TASKS",
     "check_task",
     "instructions",
@@ -42,6 +46,9 @@ MT10_TASKS: tuple[str, ...] = (
     "window-open",
     "window-close",
 )
+
+# Meta-World's own task names are the short names plus a version suffix (`reach-v3`); check_task drops it.
+METAWORLD_SUFFIXES: tuple[str, ...] = ("-v2", "-v3")
 
 ACTION_CATEGORY: dict[str, str] = {
     "reach": "reach",
@@ -162,16 +169,21 @@ _INSTRUCTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def check_task(task: str) -> str:
-    """Return `task` if it is an MT10 task; otherwise raise ValueError listing the valid ones.
+    """The MT10 short name of `task`: `reach` as it is, Meta-World's `reach-v3` (or `reach-v2`) as `reach`.
 
-    The closest match comes first in the list, so a typo's fix is the first word read.
+    Anything else raises ValueError naming the value and listing the valid tasks, the closest match
+    first, so a typo's fix is the first word read.
     """
-    if task in _INSTRUCTIONS:
-        return task
-    close = difflib.get_close_matches(str(task), MT10_TASKS, n=len(MT10_TASKS), cutoff=0.0)
-    likely = difflib.get_close_matches(str(task), MT10_TASKS, n=1, cutoff=0.6)
+    name = task
+    if isinstance(task, str) and task.endswith(METAWORLD_SUFFIXES):
+        name = task.rsplit("-", 1)[0]
+    if name in _INSTRUCTIONS:
+        return name
+    close = difflib.get_close_matches(str(name), MT10_TASKS, n=len(MT10_TASKS), cutoff=0.0)
+    likely = difflib.get_close_matches(str(name), MT10_TASKS, n=1, cutoff=0.6)
     hint = f" (did you mean {likely[0]!r}?)" if likely else ""
-    raise ValueError(f"unknown task {task!r}{hint}; valid tasks: {', '.join(close)}")
+    raise ValueError(f"unknown task {task!r}{hint}; valid tasks: {', '.join(close)} "
+                     f"(or Meta-World's names, e.g. 'reach-v3')")
 
 
 def instructions(task: str, split: Literal["train", "heldout"] = "train") -> tuple[str, ...]:

@@ -270,7 +270,7 @@ def _pool_session(queue: deque, work, setup, setup_arg, workers, record) -> list
 def add_generation_arguments(parser: argparse.ArgumentParser, item: str, default_noise: float) -> None:
     """The options `conla sim episodes` and `conla sim videos` share; `item` is 'episode' or 'clip'."""
     parser.add_argument("--tasks", nargs="+", default=["mt10"], metavar="TASK",
-                        help="MT10 task names, or 'all' / 'mt10' (default: mt10)")
+                        help="MT10 task names (reach, or Meta-World's reach-v3), or 'all' / 'mt10' (default: mt10)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     parser.add_argument("--seed", type=int, default=0,
                         help=f"base seed: {item} i of a task uses world seed SEED + i (default: 0)")

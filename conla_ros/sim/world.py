@@ -222,7 +222,7 @@ class SimWorld:
         `domain` overrides `config.domain` for this episode, so one world can render the same
         scene in both domains (paired data); by default the config's domain is used.
         """
-        check_task(task)
+        task = check_task(task)  # `reach-v3` → `reach`
         domain = self.config.domain if domain is None else domain
         if domain not in ("robot", "human"):
             raise ValueError(f"domain must be 'robot' or 'human', got {domain!r}")

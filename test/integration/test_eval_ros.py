@@ -112,6 +112,22 @@ def test_missing_model_dir_fails_naming_the_path(tmp_path: Path) -> None:
     assert not _processes_with(marker)
 
 
+def test_task_names_are_checked_before_any_node_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Meta-World's `reach-v3` is `reach` (the run goes on to the model check); an unknown name is a usage error."""
+    import argparse
+
+    from conla_ros.ros.eval_ros import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    missing = tmp_path / "no_such_model"
+    assert run(parser.parse_args(["--model", str(missing), "--tasks", "reach-v3", "--no-progress"])) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert run(parser.parse_args(["--model", str(missing), "--tasks", "reach-v4", "--no-progress"])) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'reach-v4'" in err and "valid tasks: reach," in err
+
+
 def test_a_node_that_dies_is_reported_with_its_output_and_the_other_is_stopped(tmp_path: Path) -> None:
     """policy_node exits at start (its policy.onnx is gone): eval ros names it, shows why, leaves nothing behind."""
     pytest.importorskip("conla_ros.sim.world", reason="needs the 'sim' extra")

@@ -22,6 +22,13 @@ def test_bench_sim_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
         assert float(rows[name][1]) > 0
 
 
+def test_bench_sim_refuses_an_unknown_task_before_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "sim", "--task", "pick-place-v1"]) == 2
+    assert "unknown task 'pick-place-v1'" in capsys.readouterr().err
+    assert cli.main(["bench", "sim", "--size-tasks", "reech"]) == 2
+    assert "did you mean 'reach'" in capsys.readouterr().err
+
+
 def test_bench_sim_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([*SMALL, "--json", "--domains", "robot", "--storages", "mcap"]) == 0
     result = json.loads(capsys.readouterr().out)

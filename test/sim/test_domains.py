@@ -158,6 +158,21 @@ def test_no_instruction_is_shared_between_tasks():
     assert len(every) == len(set(every))
 
 
+@pytest.mark.parametrize("task", MT10_TASKS)
+def test_meta_world_task_names_mean_the_short_ones(task):
+    assert check_task(task) == task
+    assert check_task(f"{task}-v3") == task == check_task(f"{task}-v2")
+
+
+def test_unknown_task_names_the_value_and_the_valid_ones():
+    for bad in ("reach-v1", "reach-v3-v3", "Reach", "-v3", "grasp-v3"):
+        with pytest.raises(ValueError, match=f"unknown task {bad!r}") as info:
+            check_task(bad)
+        assert all(task in str(info.value) for task in MT10_TASKS) and "reach-v3" in str(info.value)
+    with pytest.raises(ValueError, match=r"unknown task 'reech-v3'.*did you mean 'reach'"):
+        check_task("reech-v3")
+
+
 def test_unknown_task_lists_the_closest_first():
     with pytest.raises(ValueError, match=r"unknown task 'drawer-opn'.*did you mean 'drawer-open'") as info:
         check_task("drawer-opn")

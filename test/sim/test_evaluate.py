@@ -171,6 +171,13 @@ def test_cli_rejects_unknown_task(capsys):
     assert "did you mean 'reach'" in capsys.readouterr().err
 
 
+def test_cli_takes_meta_world_task_names(tmp_path):
+    out = tmp_path / "report.json"
+    assert run(_args("--tasks", "reach-v3", "--episodes", "1", "--max-steps", "5", "--json", str(out),
+                     "--no-progress")) == 0
+    assert json.loads(out.read_text())["episodes_per_task"] == {"reach": 1}
+
+
 def test_cli_is_wired_into_conla(capsys):
     from conla_ros.cli import main
 

@@ -116,6 +116,18 @@ def test_resolve_tasks() -> None:
     assert resolve_tasks(["push", "reach", "push"]) == ["push", "reach"]
     with pytest.raises(ValueError, match="did you mean 'reach'"):
         resolve_tasks(["reech"])
+    assert resolve_tasks(["reach-v3", "push-v2", "reach"]) == ["reach", "push"]
+
+
+def test_cli_takes_meta_world_task_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--tasks reach-v3` is `--tasks reach`: the episode and its metadata carry the short name."""
+    assert cli.main(["sim", "episodes", "--tasks", "reach-v3", "--episodes", "1", "--out", str(tmp_path),
+                     "--max-steps", "3", "--no-progress"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["reach_000000"]
+    assert read_episode_metadata(tmp_path / "reach_000000")[T.META_TASK] == "reach"
+    assert cli.main(["sim", "episodes", "--tasks", "reach-v9", "--episodes", "1", "--out", str(tmp_path),
+                     "--no-progress"]) == 2
+    assert "unknown task 'reach-v9'" in capsys.readouterr().err
 
 
 def test_held_out_seeds_are_refused(tmp_path: Path) -> None:

@@ -112,3 +112,12 @@ def test_cli_robot_domain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert len(_frames(tmp_path / "videos" / "push_robot_000000.mp4")) == 6
     assert _labels(tmp_path) == [{"id": "push_robot_000000", "label": ACTION_CATEGORY["push"],
                                   "instruction": _labels(tmp_path)[0]["instruction"]}]
+
+
+def test_cli_takes_meta_world_task_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--tasks push-v3` makes the clips of `push`, under its short name and label."""
+    code = cli.main(["sim", "videos", "--tasks", "push-v3", "--clips", "1", "--out", str(tmp_path),
+                     "--domain", "robot", "--max-steps", "2", "--no-progress"])
+    assert code == 0 and "1 written" in capsys.readouterr().out
+    assert [(line["id"], line["label"]) for line in _labels(tmp_path)] == [("push_robot_000000",
+                                                                             ACTION_CATEGORY["push"])]

@@ -116,6 +116,12 @@ def test_step_before_reset_raises():
         sim.step(np.zeros(4))
 
 
+def test_meta_world_task_name_is_the_same_task(world):
+    a = world.reset("pick-place", 7)
+    b = world.reset("pick-place-v3", 7)
+    assert world.task == "pick-place" and np.array_equal(a.image, b.image) and np.array_equal(a.state, b.state)
+
+
 def test_unknown_task_and_bad_seed_raise(world):
     with pytest.raises(ValueError, match="'push'"):
         world.reset("psh", 0)
