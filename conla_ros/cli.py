@@ -1,4 +1,4 @@
-"""The `conla` command: one entry point, subcommands as in DESIGN.md.
+"""The `conla` command: one entry point, subcommands as in the README's command table.
 
 Each leaf command names the module that implements it. Only the module of the command being run
 is imported, so `conla --help` and the robot-side commands never load torch, and a machine

@@ -1,4 +1,4 @@
-"""The `conla` command: the DESIGN.md command tree, help everywhere, honest "not yet" answers."""
+"""The `conla` command: the README's command tree, help everywhere, honest "not yet" answers."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFix
 
 
 def test_unbuilt_command_says_so_and_fails(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every DESIGN.md command is built now: check the "not yet" path with a stand-in unbuilt one.
+    # Every README command is built now: check the "not yet" path with a stand-in unbuilt one.
     unbuilt = cli.Command(("eval", "unbuilt"), "a command still to come", planned_in="a later issue")
     monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, unbuilt))
     assert cli.main([*unbuilt.path, "--anything"]) == cli.EXIT_NOT_AVAILABLE

@@ -1,4 +1,4 @@
-"""`conla export`: one command, three things to export (DESIGN.md's command table).
+"""`conla export`: one command, three things to export (the README's command table).
 
     conla export --checkpoint CKPT --out models/NAME     a trained policy (export_policy)
     conla export --lam CKPT --out DIR                    the LAM's encoder + quantizer (export_lam)
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "$CONLA_CACHE/text_encoder/all-MiniLM-L6-v2, CONLA_CACHE defaulting to "
                              "~/.cache/conla_ros)")
     parser.add_argument("--videos", type=Path, default=None,
-                        help="--lam: clips for the parity check (a DESIGN.md videos folder), besides synthetic pairs")
+                        help="--lam: clips for the parity check (a videos folder), besides synthetic pairs")
     parser.add_argument("--parity-pairs", type=int, default=64, help="--lam: synthetic pairs for the parity check")
     parser.add_argument("--name", default=None, help="--checkpoint: model name in model.yaml (default: --out's)")
     parser.add_argument("--text-encoder-mode", choices=("copy", "reference"), default="copy",

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", type=Path, required=True, help="LAM checkpoint (file, step folder or run folder)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--videos", type=Path, default=None,
-                        help="clips for the parity check (a DESIGN.md videos folder), besides synthetic pairs")
+                        help="clips for the parity check (a videos folder), besides synthetic pairs")
     parser.add_argument("--parity-pairs", type=int, default=64, help="synthetic pairs for the parity check")
     parser.add_argument("--opset", type=int, default=18)
 

@@ -1,6 +1,6 @@
 """`conla export --checkpoint CKPT --out models/NAME`: a finetuned policy → the robot's model directory.
 
-OUT (DESIGN.md "Files", `conla_ros.core.model_spec`) gets:
+OUT (docs/architecture.md "Model directory", `conla_ros.core.model_spec`) gets:
     policy.onnx        image (1, 3, S, S) float32 preprocessed, instruction_embedding (1, 384) float32
                        [, proprio (1, P) float32, robot units in model.yaml proprio.names order]
                        → actions (1, H, A) float32 in ROBOT units: the graph de-normalises (chunk head)

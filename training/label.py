@@ -41,7 +41,7 @@ Coder = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (N, 3, S, S) ×2 float
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lam", type=Path, required=True,
                         help="LAM checkpoint (torch) or `conla export --lam` folder / .onnx file")
-    parser.add_argument("--videos", type=Path, required=True, help="the clips: a videos folder (DESIGN.md layout), "
+    parser.add_argument("--videos", type=Path, required=True, help="the clips: a videos folder (with labels.jsonl), "
                         "an SSv2 video folder (--format ssv2) or an episodes folder (--format episodes)")
     parser.add_argument("--out", type=Path, required=True, help="output JSON Lines file")
     parser.add_argument("--format", choices=("videos", "ssv2", "episodes"), default="videos")

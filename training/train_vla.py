@@ -1,4 +1,4 @@
-"""`conla train vla --config config/vla.yaml [--resume]`: latent pretraining of the VLA (METHOD.md stage 2).
+"""`conla train vla --config config/vla.yaml [--resume]`: latent pretraining of the VLA (docs/method.md stage 2).
 
 The config is one YAML file (conla_training.vla_trainer.VLARunConfig): `model:`
 (conla_training.models.vla.VLAConfig, `head: latent`: the 4 latent codes predicted in parallel,

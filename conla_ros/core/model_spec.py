@@ -1,4 +1,4 @@
-"""`model.yaml`: what an exported model directory says about itself (the DESIGN.md "Files" contract).
+"""`model.yaml`: what an exported model directory says about itself (docs/architecture.md, "model.yaml").
 
 An exported model is a directory `models/<name>/`:
 
@@ -53,7 +53,7 @@ which a test loads)::
     policy_file: policy.onnx
 
 The action statistics (`low`/`high`, per dimension, the 1st/99th percentiles of the training
-actions; METHOD.md stage 3) define the model's normalisation a_norm = 2 (a − low)/(high − low) − 1.
+actions; docs/method.md stage 3) define the model's normalisation a_norm = 2 (a − low)/(high − low) − 1.
 policy.onnx already outputs robot units; the statistics travel for reference, for training code
 (`ActionSpace.normalize`/`denormalize` is the one transform both sides use) and for optional
 clipping. Cross-field rules (tensor shapes agree with the preprocessing size, the encoder width,

@@ -1,6 +1,6 @@
 """Topic names, message types, frame ids and dict keys of a robot episode, defined once.
 
-These are the defaults of DESIGN.md's ROS interface. The episode writer, the reader, the simulated
+These are the defaults of the ROS interface (docs/architecture.md). The episode writer, the reader, the simulated
 arm, the recorder and the policy node all take their names from here, so a bag recorded on the
 robot and one made by the simulator cannot differ in a name. Plain constants only: importing this
 module needs neither ROS nor rosbags.

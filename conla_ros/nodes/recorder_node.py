@@ -4,10 +4,10 @@
     ros2 service call /recorder_node/start std_srvs/srv/Trigger
     ros2 service call /recorder_node/stop std_srvs/srv/Trigger
 
-Records the episode topics of DESIGN.md — camera Image, joint states, instruction, end-effector
+Records the episode topics (docs/architecture.md) — camera Image, joint states, instruction, end-effector
 twist and gripper commands — as the raw CDR bytes it receives (decoded only to check them, never
 re-encoded: a bag holds exactly what was on the wire), each stamped with its receive time, as
-`ros2 bag record` does. Bags store the topics under their DESIGN.md names whatever topics the
+`ros2 bag record` does. Bags store the topics under their default names whatever topics the
 node subscribed to (the metadata lists those), so training reads robot and simulated episodes
 alike (conla_ros.episodes.reader).
 

@@ -3,7 +3,7 @@
     ros2 run conla_ros scripted_teleop_node --ros-args -p action_noise:=0.1
 
 It stands where a person with a SpaceMouse stands: it publishes the same end-effector
-TwistStamped and gripper Float64MultiArray commands a teleop device driver would (DESIGN.md
+TwistStamped and gripper Float64MultiArray commands a teleop device driver would (the episode
 topics, reliable QoS), so `recorder_node` records exactly what it would record from a person.
 Unlike a person it cannot see the scene, so it reads the simulator's privileged state from
 `sim_arm_node`'s debug topic (`/sim_arm_node/debug/privileged_state`, published only with

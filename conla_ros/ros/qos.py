@@ -1,4 +1,4 @@
-"""QoS profiles of the ROS interface (DESIGN.md), defined once for every node and test."""
+"""QoS profiles of the ROS interface (docs/architecture.md), defined once for every node and test."""
 
 from __future__ import annotations
 

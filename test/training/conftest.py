@@ -37,7 +37,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float = 10.0) -> None:
 
 
 def make_video_dataset(root: Path, clips_per_direction: int = 2, frames: int = 10, garbage: int = 0) -> Path:
-    """ROOT/videos/<id>.mp4 + ROOT/labels.jsonl in DESIGN.md's format; `garbage` corrupt .mp4 files added."""
+    """ROOT/videos/<id>.mp4 + ROOT/labels.jsonl (docs/architecture.md); `garbage` corrupt .mp4 files added."""
     rng = np.random.default_rng(0)
     lines = []
     for label, direction in DIRECTIONS.items():

@@ -1,6 +1,6 @@
 """Robot episodes (rosbag2) → (image, instruction, proprio, action chunk) samples for finetuning.
 
-Alignment (DESIGN.md: "training aligns them by timestamp"): image k is paired with the commands that
+Alignment by timestamp (docs/architecture.md, "Robot episodes"): image k is paired with the commands that
 followed it, `EpisodeData.next_command_index()` — the first command stamped at or after the image —
 and the H − 1 after that: chunk = commands[c : c + H]. Near the end of an episode the chunk is padded
 with its last command and `action_mask` marks the padding (False), so the loss ignores it. An image
@@ -10,7 +10,7 @@ with no command after it is not a sample. Proprio = the joint positions in force
 Instruction: the instruction in force at the image stamp (`EpisodeData.instruction_at`); its
 embedding is computed once per distinct text (`instruction_embeddings`).
 
-Statistics (METHOD.md stage 3), from all commands of the training episodes: per dimension the 1st and
+Statistics (docs/method.md, stage 3), from all commands of the training episodes: per dimension the 1st and
 99th percentiles (`action_low`/`action_high`), `num_bins` equal-frequency bins (interior edges = the
 quantiles; a bin's centre = the mean of the training values that fall into it, the edge midpoint for
 an empty bin, so a gripper that is only ever ±1 decodes to exactly ±1), and the proprio mean/std.

@@ -1,7 +1,7 @@
 """Frame pairs (o_t, o_{t+k}) from action-free videos or robot episodes, for the latent action model.
 
 Sources (`DataConfig.format`):
-  - "videos": DESIGN.md's layout, `ROOT/videos/<id>.mp4` + `ROOT/labels.jsonl` with lines
+  - "videos": the layout of docs/architecture.md, `ROOT/videos/<id>.mp4` + `ROOT/labels.jsonl` with lines
     `{"id", "label", "instruction"}` (`labels` overrides the file; `.webm`/`.avi`/`.mkv` are tried
     when there is no `.mp4`). Without a labels file every `videos/*.mp4` is used, unlabelled.
   - "ssv2": Something-Something v2 as distributed: `labels` is its JSON list (train.json /

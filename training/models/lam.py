@@ -1,7 +1,7 @@
 """Latent action model (LAM): LAPA's latent action quantizer with ConLA's contrastive disentanglement.
 
 One frame pair (o_t, o_{t+k}), RGB in [0, 1] as (B, 3, S, S), becomes 4 integers in {0..7}: the
-latent action. See METHOD.md, stage 1. Shapes below: B batch, N = (S/p)² patches per frame,
+latent action. See docs/method.md, stage 1. Shapes below: B batch, N = (S/p)² patches per frame,
 W width, G = latent_grid (2), T = G² latent tokens (4), Dq code dim (32), Dv visual dim.
 
 Encoder (LAPA): per-frame patch embedding (LayerNorm → Linear → LayerNorm, as LAPA) + learned
@@ -27,7 +27,7 @@ Dq → W, plus a learned token position embedding) and an MLP; a linear layer ma
 its patch's pixels of o_{t+k}. Loss: pixel MSE (no output activation, as LAPA).
 
 ConLA (on when `contrast.action_contrast` or `contrast.visual_contrast`). Decision on the point
-METHOD.md leaves open — **split per token, channel-wise, before the grid shrink**: the encoder's
+the papers leave open — **split per token, channel-wise, before the grid shrink**: the encoder's
 output channels are split in two halves, Z_a′ = h[..., :W/2] and Z_v′ = h[..., W/2:]; a 2-layer
 MLP (Linear → GELU → Linear) per patch maps Z_a′ → Dq and Z_v′ → Dv; each is pooled to the 2 × 2
 grid. So every one of the 4 latent tokens has an action half and a visual half, and the LAPA path

@@ -20,7 +20,7 @@ from conla_training.models.lam import (
 TINY = LAMConfig(image_size=32, patch_size=8, width=32, heads=2, encoder_layers=1, decoder_layers=1, mlp_ratio=2.0,
                  contrast=ContrastConfig(visual_dim=8, warmup_steps=0))
 
-# The rows of ConLA's ablation (METHOD.md): LAPA, +action, +visual without reversal, full ConLA.
+# The rows of ConLA's ablation (docs/method.md): LAPA, +action, +visual without reversal, full ConLA.
 ABLATIONS = {
     "lapa": dict(action_contrast=False, visual_contrast=False, time_reversal=False),
     "action": dict(action_contrast=True, visual_contrast=False, time_reversal=False),
