@@ -7,13 +7,15 @@
 #   scripts/recipe_ablation.sh --table           # print the table of every finished row
 #   ROW_SEED=1 scripts/recipe_ablation.sh best   # another training seed of a row
 #
-# Rows (each is the default recipe with --set overrides; see `row_args` below): best, no_shift,
-# no_proprio, no_ema, vit, chunk16, ensemble, demos2, steps2k. Every stage is skipped when its
+# Rows (each is the default recipe with --set overrides; see `row_args` below): best (the recipe as
+# it is), one row per ingredient removed (no_shift, no_proprio, no_ema, no_instruction_dropout, vit),
+# variants (chunk16, chunk4, px96, instruction_noise) and demos2 (2 demos per task). Every stage is skipped when its
 # output is complete; a half-trained run resumes from its newest checkpoint. Run two rows side by
 # side on a 2-core machine (one thread each).
 #   Inputs: data/episodes_robot (10 expert demos per MT10 task, seeds 500000+, `conla sim episodes
 #   --tasks mt10 --episodes 10 --seed 500000 --out data/episodes_robot`), and for demos2 the first
-#   2 of each task in data/episodes_robot_2pt (made here from data/episodes_robot).
+#   2 of each task in data/episodes_robot_2pt (made here from data/episodes_robot); for px96 the same
+#   seeds at 96 px in data/episodes_robot_96 (`... --image-size 96 --out data/episodes_robot_96`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -32,11 +34,13 @@ row_args() {  # ROW -> extra `conla train policy` arguments on top of $CONFIG
         no_shift) echo "--set augment.random_shift=0" ;;
         no_proprio) echo "--set use_proprio=false" ;;
         no_ema) echo "--set train.ema_decay=0.0" ;;
+        no_instruction_dropout) echo "--set augment.instruction_dropout=0.0" ;;
+        instruction_noise) echo "--set augment.instruction_noise=0.05" ;;
+        px96) echo "--set data.root=data/episodes_robot_96 --set model.preprocessing.size=96 --set augment.random_shift=6" ;;
         no_pool) echo "--set model.conv_stem_pool=false" ;;
         vit) echo "--set model.vision=siglip --set model.patch_size=8 --set model.vision_width=192 --set model.vision_layers=4 --set model.vision_heads=3" ;;
         chunk16) echo "--set model.chunk_length=16" ;;
         chunk4) echo "--set model.chunk_length=4 --set execution.replan_every=2" ;;
-        steps2k) echo "--set train.steps=2000" ;;
         demos2) echo "--set data.root=data/episodes_robot_2pt" ;;
         *) echo "unknown row '$1' (see row_args in $0)" >&2; return 2 ;;
     esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first success table of BENCHMARKS.md (METHOD.md stages 2-3): scratch vs LAPA-pretrained vs
+# The first success table of BENCHMARKS.md (docs/method.md stages 2-3): scratch vs LAPA-pretrained vs
 # ConLA-pretrained vs ActionVLA, finetuned on the same robot demos for the same number of steps,
 # exported to ONNX and evaluated with `conla eval sim --model` (the robot's runtime).
 #
@@ -48,7 +48,7 @@ train() {  # train KIND RUN_DIR ARGS...: skip when finished, resume when interru
 finetune_export_eval() {  # NAME [INIT_FROM]
     local name=$1 init=${2:-null}
     stage "finetune $name"
-    train policy "$OUT/policy/$name" --config config/policy_train.yaml --set data.root=$FINETUNE_DEMOS \
+    train policy "$OUT/policy/$name" --config config/policy_train_vit_v1.yaml --set data.root=$FINETUNE_DEMOS \
         --set init_from="$init" --set train.steps="$STEPS" --set train.checkpoint_every=250
     if [[ ! -f $OUT/models/$name/model.yaml ]]; then
         conla export --checkpoint "$OUT/policy/$name" --out "$OUT/models/$name" --text-encoder-mode reference --force
@@ -63,7 +63,7 @@ latent_pretrain() {  # NAME LAM_RUN
     stage "label $name"
     [[ -f $OUT/labels/$name.jsonl ]] || conla label --lam "$lam" --videos "$VIDEOS" --out "$OUT/labels/$name.jsonl"
     stage "pretrain $name"
-    train vla "$OUT/vla/$name" --config config/vla.yaml --set data.labels="$OUT/labels/$name.jsonl" \
+    train vla "$OUT/vla/$name" --config config/vla_vit_v1.yaml --set data.labels="$OUT/labels/$name.jsonl" \
         --set train.steps="$PRETRAIN_STEPS" --set train.lr_warmup_steps=100 --set train.checkpoint_every=250
 }
 
@@ -74,7 +74,7 @@ row_actionvla() {
     stage "ActionVLA pretraining episodes"
     conla sim episodes --tasks mt10 --episodes 10 --seed 600000 --out $ACTION_PRETRAIN
     stage "pretrain actionvla"
-    train policy "$OUT/vla/actionvla" --config config/policy_train.yaml --set data.root=$ACTION_PRETRAIN \
+    train policy "$OUT/vla/actionvla" --config config/policy_train_vit_v1.yaml --set data.root=$ACTION_PRETRAIN \
         --set train.steps="$PRETRAIN_STEPS" --set train.lr_warmup_steps=100 --set train.checkpoint_every=250
     finetune_export_eval actionvla "$OUT/vla/actionvla"
 }

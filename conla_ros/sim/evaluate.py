@@ -382,7 +382,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--model", type=Path, metavar="DIR",
                         help="an exported model directory (models/NAME) run through the ONNX runtime")
     parser.add_argument("--tasks", nargs="+", default=list(MT10_TASKS), metavar="TASK",
-                        help="MT10 task names (default: all ten)")
+                        help="MT10 task names (reach, or Meta-World's reach-v3; default: all ten)")
     parser.add_argument("--episodes", type=int, default=10, metavar="N",
                         help=f"held-out seeds per task (default 10, at most {HELDOUT_PER_TASK})")
     parser.add_argument("--image-size", type=int, default=None, metavar="S",

@@ -17,7 +17,7 @@ class TrainConfig:
     """Optimiser, schedule, precision, logging and checkpointing of one run.
 
     `batch_size` is global: split evenly over the processes of a distributed run, so one config
-    means the same optimisation on 1 CPU, 1 GPU or 8 GPUs. Defaults follow LAPA (METHOD.md):
+    means the same optimisation on 1 CPU, 1 GPU or 8 GPUs. Defaults follow LAPA (docs/method.md, "Stage 1"):
     Adam lr 1e-4, betas (0.9, 0.99), gradient clip 0.5, batch 64, 100k steps.
     """
 

@@ -1,4 +1,4 @@
-"""The compact latent VLA (METHOD.md stages 2 and 3): one config, one model, three heads.
+"""The compact latent VLA (docs/method.md, stages 2 and 3): one config, one model, three heads.
 
     image (B, 3, S, S) ─ vision encoder (transformers SigLIP, ViT or ResNet; random init or from_pretrained)
                          → N tokens (patches, or the ResNet's last feature map cells) → Linear → (B, N, W)
