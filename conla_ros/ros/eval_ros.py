@@ -58,7 +58,7 @@ __all__ = ["EvalRosError", "RosEvalResult", "add_arguments", "evaluate_ros", "ru
 
 DEFAULT_MAX_STEPS = 200  # WorldConfig's, as `conla eval sim`
 DEFAULT_EPISODE_TIMEOUT_S = 30.0
-IMAGE_SIZE = 64  # WorldConfig's camera side, as `conla eval sim`
+IMAGE_SIZE = 64  # the camera side for a model without one (`conla eval sim` renders at the model's input size too)
 CONTROL_RATE_HZ = 80.0  # Meta-World's 12.5 ms step
 STARTUP_TIMEOUT_S = 90.0  # two node processes importing MuJoCo / onnxruntime and discovering each other
 _INSTRUCTION_TIMEOUT_S = 10.0  # the policy node reports a new instruction at once; this covers a slow start
@@ -210,9 +210,10 @@ class _Session:
         rclpy.try_shutdown(context=self.context)
 
 
-def _start_nodes(nodes: NodeProcesses, model_dir: Path, task: str, seed: int, max_steps: int) -> None:
+def _start_nodes(nodes: NodeProcesses, model_dir: Path, task: str, seed: int, max_steps: int,
+                 image_size: int = IMAGE_SIZE) -> None:
     nodes.start("sim_arm_node", SIM_ARM_MODULE, {"task": task, "seed": seed, "max_steps": max_steps,
-                                                 "image_size": IMAGE_SIZE})
+                                                 "image_size": image_size})
     # ee_twist: the model commands end-effector deltas; disabled until each episode is set up.
     nodes.start("policy_node", POLICY_MODULE, {"model_dir": str(model_dir), "output": "ee_twist",
                                                "autostart": False})
@@ -356,11 +357,12 @@ def evaluate_ros(
     results: list[EpisodeResult] = []
     walls: list[float] = []
     realtime: list[float] = []
-    video = RolloutVideo(Path(video_path), IMAGE_SIZE, CONTROL_RATE_HZ) if video_path else None
+    image_size = spec.preprocessing.size  # the camera renders what the model takes, as in eval sim
+    video = RolloutVideo(Path(video_path), image_size, CONTROL_RATE_HZ) if video_path else None
     bar = tqdm(total=len(plan), desc="eval ros", unit="ep", disable=not progress)
     try:
         with NodeProcesses() as nodes:
-            _start_nodes(nodes, model_dir, plan[0][0], plan[0][1], max_steps)
+            _start_nodes(nodes, model_dir, plan[0][0], plan[0][1], max_steps, image_size)
             session = _Session(nodes, record_video=video is not None)
             try:
                 _wait_until_ready(session)
@@ -384,7 +386,7 @@ def evaluate_ros(
         if video is not None:
             video.close()
     provider = reports[-1].get("provider", "?") if reports else "?"
-    config = {"image_size": IMAGE_SIZE, "max_steps": max_steps, "domain": "robot", "runner": "ros",
+    config = {"image_size": image_size, "max_steps": max_steps, "domain": "robot", "runner": "ros",
               "episode_timeout_s": episode_timeout_s}
     report = EvalReport(policy=f"model {spec.name} ({provider}) through ROS 2: policy_node -> sim_arm_node",
                         episodes=tuple(results), config=config)
