@@ -8,14 +8,16 @@
 #   ROW_SEED=1 scripts/recipe_ablation.sh best   # another training seed of a row
 #
 # Rows (each is the default recipe with --set overrides; see `row_args` below): best (the recipe as
-# it is), one row per ingredient removed (no_shift, no_proprio, no_ema, no_instruction_dropout, vit),
-# variants (chunk16, chunk4, px96, instruction_noise) and demos2 (2 demos per task). Every stage is skipped when its
+# it is, 96 px), px64 (the same at 64 px), then one row per ingredient removed from the 64-px recipe,
+# which costs half as much to train (px64_no_shift, px64_no_proprio, px64_no_ema,
+# px64_no_instruction_dropout), variants (px64_instruction_noise, chunk16) and demos2 (2 demos per
+# task). Every stage is skipped when its
 # output is complete; a half-trained run resumes from its newest checkpoint. Run two rows side by
 # side on a 2-core machine (one thread each).
-#   Inputs: data/episodes_robot (10 expert demos per MT10 task, seeds 500000+, `conla sim episodes
-#   --tasks mt10 --episodes 10 --seed 500000 --out data/episodes_robot`), and for demos2 the first
-#   2 of each task in data/episodes_robot_2pt (made here from data/episodes_robot); for px96 the same
-#   seeds at 96 px in data/episodes_robot_96 (`... --image-size 96 --out data/episodes_robot_96`).
+#   Inputs: 10 expert demos per MT10 task, seeds 500000+, at 96 and 64 px:
+#     conla sim episodes --tasks mt10 --episodes 10 --seed 500000 --image-size 96 --out data/episodes_robot_96
+#     conla sim episodes --tasks mt10 --episodes 10 --seed 500000 --out data/episodes_robot
+#   demos2 uses the first 2 of each task (links made here in data/episodes_robot_96_2pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -26,28 +28,27 @@ CONFIG=${CONFIG:-config/policy_train.yaml}
 OUT=${OUT:-runs/recipe}
 EVAL_EPISODES=${EVAL_EPISODES:-10}
 ROW_SEED=${ROW_SEED:-0}
-DEMOS=data/episodes_robot
+DEMOS=${DEMOS:-data/episodes_robot_96}  # 10 expert demos per MT10 task at 96 px
+DEMOS_64=${DEMOS_64:-data/episodes_robot}  # the same seeds at 64 px
+PX64="--set data.root=$DEMOS_64 --set model.preprocessing.size=64 --set augment.random_shift=4"
 
 row_args() {  # ROW -> extra `conla train policy` arguments on top of $CONFIG
     case $1 in
         best) ;;
-        no_shift) echo "--set augment.random_shift=0" ;;
-        no_proprio) echo "--set use_proprio=false" ;;
-        no_ema) echo "--set train.ema_decay=0.0" ;;
-        no_instruction_dropout) echo "--set augment.instruction_dropout=0.0" ;;
-        instruction_noise) echo "--set augment.instruction_noise=0.05" ;;
-        px96) echo "--set data.root=data/episodes_robot_96 --set model.preprocessing.size=96 --set augment.random_shift=6" ;;
-        no_pool) echo "--set model.conv_stem_pool=false" ;;
-        vit) echo "--set model.vision=siglip --set model.patch_size=8 --set model.vision_width=192 --set model.vision_layers=4 --set model.vision_heads=3" ;;
+        px64) echo "$PX64" ;;
+        px64_no_shift) echo "$PX64 --set augment.random_shift=0" ;;
+        px64_no_proprio) echo "$PX64 --set use_proprio=false" ;;
+        px64_no_ema) echo "$PX64 --set train.ema_decay=0.0" ;;
+        px64_no_instruction_dropout) echo "$PX64 --set augment.instruction_dropout=0.0" ;;
+        px64_instruction_noise) echo "$PX64 --set augment.instruction_noise=0.05" ;;
         chunk16) echo "--set model.chunk_length=16" ;;
-        chunk4) echo "--set model.chunk_length=4 --set execution.replan_every=2" ;;
-        demos2) echo "--set data.root=data/episodes_robot_2pt" ;;
+        demos2) echo "--set data.root=${DEMOS}_2pt" ;;
         *) echo "unknown row '$1' (see row_args in $0)" >&2; return 2 ;;
     esac
 }
 
 two_demos() {  # the first 2 demos of each task, as a folder of links to the 10-demo set
-    local dst=data/episodes_robot_2pt
+    local dst=${DEMOS}_2pt
     [[ -d $dst ]] && return
     mkdir -p $dst.partial
     for ep in "$DEMOS"/*_500000 "$DEMOS"/*_500001; do ln -s "../../$ep" "$dst.partial/$(basename "$ep")"; done
