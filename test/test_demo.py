@@ -16,7 +16,7 @@ def test_the_closed_loop_stage_comes_after_training() -> None:
 
 
 def test_the_committed_default_model_is_used_when_present(tmp_path: Path) -> None:
-    default = make_tiny_model(tmp_path / "models" / "conla_mt10_small")
+    default = make_tiny_model(tmp_path / "models" / "mt10_small")
     make_tiny_model(tmp_path / "out" / demo.TOY_MODEL)
     model, line = demo.closed_loop_model(tmp_path / "out", default=default)
     assert model == default and "committed default model" in line
@@ -24,13 +24,13 @@ def test_the_committed_default_model_is_used_when_present(tmp_path: Path) -> Non
 
 
 def test_without_the_default_model_the_toy_model_runs_and_the_demo_says_so(tmp_path: Path) -> None:
-    default = tmp_path / "models" / "conla_mt10_small"  # not there
+    default = tmp_path / "models" / "mt10_small"  # not there
     toy = make_tiny_model(tmp_path / "out" / demo.TOY_MODEL)
     model, line = demo.closed_loop_model(tmp_path / "out", default=default)
     assert model == toy
     assert "toy model" in line and str(default) in line and "normally it is committed" in line
     assert demo.not_built_yet(default) == [
-        "the default model models/conla_mt10_small (trained by the project's own pipeline; the closed-loop stage "
+        "the default model models/mt10_small (trained by the project's own pipeline; the closed-loop stage "
         "ran the toy model instead)"]
 
 
