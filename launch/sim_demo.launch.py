@@ -3,7 +3,8 @@
     ros2 launch conla_ros sim_demo.launch.py model_dir:=models/NAME task:=drawer-open seed:=1000000
     ros2 launch conla_ros sim_demo.launch.py model_dir:=models/NAME namespace:=arm1   # /arm1/... for both nodes
 
-Starts sim_arm_node (config/sim_arm.yaml, or `sim_params_file`) with the task and seed given, and
+Starts sim_arm_node (config/sim_arm.yaml, or `sim_params_file`) with the task and seed given, its
+camera at the model's input size (model.yaml's preprocessing.size; `image_size` overrides), and
 includes policy.launch.py unchanged (`params_file`, `output`, `use_sim_time` passed on; unset
 arguments keep the params files' values), so the policy node runs exactly as on a robot: nothing
 in it knows the arm is simulated. The policy starts enabled (`autostart:=true`: the simulated arm
@@ -22,9 +23,10 @@ and measures success over the held-out seeds of `conla eval sim`.
 
 import os
 
+import yaml
 from launch.actions import (
     DeclareLaunchArgument,
-        IncludeLaunchDescription,
+    IncludeLaunchDescription,
     OpaqueFunction,
     RegisterEventHandler,
 )
@@ -48,6 +50,19 @@ def exit_reason(event, _context) -> list:
     raise RuntimeError(reason)
 
 
+def model_image_size(model_dir: str) -> int | None:
+    """The camera side the model takes (model.yaml preprocessing.size), or None when it cannot be read.
+
+    Read here with PyYAML rather than conla_ros.core.model_spec, so a sourced ROS 2's own `ros2 launch`
+    runs this file without the package on its path; policy_node reports a broken model itself."""
+    try:
+        with open(os.path.join(model_dir, "model.yaml"), encoding="utf-8") as file:
+            size = yaml.safe_load(file)["preprocessing"]["size"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
 def _nodes(context: LaunchContext) -> list:
     def value(name: str) -> str:
         return LaunchConfiguration(name).perform(context).strip()
@@ -57,12 +72,17 @@ def _nodes(context: LaunchContext) -> list:
     overrides: dict[str, object] = {"wait_for_first_command": True}
     if value("task"):
         overrides["task"] = value("task")
-    for name in ("seed", "max_steps"):
+    for name in ("seed", "max_steps", "image_size"):
         if value(name):
             try:
                 overrides[name] = int(value(name))
             except ValueError:
                 raise ValueError(f"{name}:={value(name)!r} must be a whole number") from None
+    # The camera renders what the model takes (as conla eval sim/ros do), unless image_size is given.
+    if "image_size" not in overrides and value("model_dir"):
+        size = model_image_size(value("model_dir"))
+        if size is not None:
+            overrides["image_size"] = size
     sim_arm = Node(package="conla_ros", executable="sim_arm_node", name="sim_arm_node", namespace=value("namespace"),
                    output="screen", parameters=[sim_params, overrides], sigterm_timeout="5")
     policy = IncludeLaunchDescription(
@@ -88,6 +108,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("output", default_value="",
                               description=f"policy_node output mode (the simulated arm takes ee_twist); {unset}"),
         DeclareLaunchArgument("use_sim_time", default_value="", description=f"policy_node follows /clock; {unset}"),
+        DeclareLaunchArgument("image_size", default_value="",
+                              description="camera side in pixels; empty: the model's input size (model.yaml), "
+                              "else the sim params file's"),
         DeclareLaunchArgument("sim_params_file", default_value="",
                               description="sim_arm_node parameters; empty: the installed config/sim_arm.yaml"),
         OpaqueFunction(function=_nodes),
