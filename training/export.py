@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from conla_training.export_policy import RECIPE_HELP
+from conla_training.export_policy import RECIPE_HELP, REPLAN_HELP
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--checkpoint: replace an existing model folder; --text-encoder: export again")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18 for --lam, 17 otherwise)")
     parser.add_argument("--recipe", type=Path, default=None, help="--checkpoint: " + RECIPE_HELP)
+    parser.add_argument("--replan-every", type=int, default=None, metavar="N", help="--checkpoint: " + REPLAN_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return export_policy.run(argparse.Namespace(
             checkpoint=args.checkpoint, out=args.out, name=args.name, text_encoder_mode=args.text_encoder_mode,
             episodes=args.episodes, parity_samples=args.parity_samples, opset=args.opset or 17, force=args.force,
-            recipe=args.recipe))
+            recipe=args.recipe, replan_every=args.replan_every))
     if args.text_encoder:
         from conla_training import export_text_encoder
 

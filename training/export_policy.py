@@ -66,8 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=OPSET)
     parser.add_argument("--force", action="store_true", help="replace an existing OUT")
     parser.add_argument("--recipe", type=Path, default=None, help=RECIPE_HELP)
+    parser.add_argument("--replan-every", type=int, default=None, metavar="N", help=REPLAN_HELP)
 
 
+REPLAN_HELP = ("model.yaml execution.replan_every: ticks between inferences on the robot and in eval sim (default: "
+               "the training config's execution, else half the chunk)")
 RECIPE_HELP = ("a text file of the commands that made the data and the model, one per line; kept in model.yaml "
                "(provenance.recipe) beside the lineage read from the run folders")
 
@@ -213,7 +216,8 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
 
 def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None = None,
                   text_encoder_mode: str = "copy", episodes: Path | None = None, parity_samples: int = 16,
-                  opset: int = OPSET, force: bool = False, recipe: tuple[str, ...] = ()) -> dict[str, Any]:
+                  opset: int = OPSET, force: bool = False, recipe: tuple[str, ...] = (),
+                  replan_every: int | None = None) -> dict[str, Any]:
     """Export; returns {"out", "parity_max_abs_diff", "samples", "policy_bytes"}. Raises ExportError."""
     import warnings
 
@@ -281,6 +285,16 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
             for file in (ENCODER_ONNX, ENCODER_TOKENIZER):
                 shutil.copy2(encoder_dir / file, tmp / file)
         spec = _spec(model, payload, name or out.name, encoder_spec, worst, checkpoint, recipe)
+        if replan_every is not None:  # how the robot should run the chunks: chosen after training
+            from dataclasses import replace
+
+            from conla_ros.core.chunking import default_chunking
+
+            try:
+                execution = replace(default_chunking(c.chunk_length, spec.execution), replan_every=replan_every)
+                spec = replace(spec, execution=default_chunking(c.chunk_length, execution))
+            except ValueError as error:
+                raise ExportError(f"--replan-every {replan_every}: {error}") from None
         save_model_spec(spec, tmp)
         # The directory must load and run with the robot's torch-free runtime (with the encoder it names).
         policy = load_policy(tmp, providers="cpu", threads=1)
@@ -312,7 +326,8 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, args.out, name=getattr(args, "name", None),
             text_encoder_mode=getattr(args, "text_encoder_mode", "copy"), episodes=getattr(args, "episodes", None),
             parity_samples=getattr(args, "parity_samples", 16), opset=getattr(args, "opset", None) or OPSET,
-            force=getattr(args, "force", False), recipe=read_recipe(getattr(args, "recipe", None)))
+            force=getattr(args, "force", False), recipe=read_recipe(getattr(args, "recipe", None)),
+            replan_every=getattr(args, "replan_every", None))
     except (ExportError, ModelLoadError) as error:
         print(f"conla export --checkpoint: {error}", file=sys.stderr)
         return 1

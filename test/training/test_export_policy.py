@@ -142,3 +142,12 @@ def test_a_checkpoint_without_the_contract_is_refused(chunk_run, tmp_path):
     with pytest.raises(ExportError, match=r"no extra.contract .* retrain it with `conla train policy`"):
         export_policy(tmp_path / "old_run", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_replan_every_is_written_to_model_yaml_and_checked(chunk_run, tmp_path):
+    export_policy(chunk_run, tmp_path / "m", replan_every=1)
+    execution = load_model_spec(tmp_path / "m").execution
+    assert execution is not None and execution.replan_every == 1 and not execution.temporal_ensembling
+    with pytest.raises(ExportError, match="--replan-every 99"):
+        export_policy(chunk_run, tmp_path / "too_far", replan_every=99)
+    assert not (tmp_path / "too_far").exists()
