@@ -53,7 +53,7 @@ def exit_reason(event, _context) -> list:
 def model_image_size(model_dir: str) -> int | None:
     """The camera side the model takes (model.yaml preprocessing.size), or None when it cannot be read.
 
-    Read here with PyYAML rather than conla_ros.core.model_spec, so a sourced ROS 2's own `ros2 launch`
+    Read here with PyYAML rather than through the package's model_spec module, so a sourced ROS 2's own `ros2 launch`
     runs this file without the package on its path; policy_node reports a broken model itself."""
     try:
         with open(os.path.join(model_dir, "model.yaml"), encoding="utf-8") as file:
