@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     transport = use_large_image_profile()  # this process and the node's (inherited)
 
     import rclpy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
 
     from conla_ros.episodes import topics as T
@@ -87,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     diagnostics = PolicyDiagnostics(client).reports
     camera = client.create_publisher(Image, T.CAMERA.name, CAMERA_QOS)
     instruction = client.create_publisher(String, T.INSTRUCTION.name, INSTRUCTION_QOS)
+    # A model with proprioception (or joint-space output) waits for /joint_states, as on a robot:
+    # publish them beside every frame, at rest, like an arm driver would.
+    joints = list(dict.fromkeys([*(spec.proprio.names if spec.proprio is not None else ()),
+                                 *(spec.action_space.names if output == "joint_commands" else ())]))
+    joint_states = client.create_publisher(JointState, T.JOINT_STATES.name, CAMERA_QOS) if joints else None
     try:
         deadline = time.monotonic() + 60
         while camera.get_subscription_count() < 1 or not diagnostics:
@@ -110,8 +115,12 @@ def run(args: argparse.Namespace) -> int:
                 end = _proc(node_process.pid)
                 break
             if now >= next_frame:
-                camera.publish(numpy_to_image(frames[sent % len(frames)], "rgb8",
-                                              stamp=client.get_clock().now().to_msg()))
+                stamp = client.get_clock().now().to_msg()
+                if joint_states is not None:
+                    msg = JointState(name=joints, position=[0.0] * len(joints))
+                    msg.header.stamp = stamp
+                    joint_states.publish(msg)
+                camera.publish(numpy_to_image(frames[sent % len(frames)], "rgb8", stamp=stamp))
                 sent += 1
                 next_frame += period
             executor.spin_once(timeout_sec=max(0.0, min(next_frame - time.monotonic(), 0.01)))
