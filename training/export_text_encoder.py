@@ -38,6 +38,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from conla_ros.core.atomic_dir import publish_directory
 from conla_training.engine.command import command_main
 
 __all__ = ["PARITY_SENTENCES", "PROBE_TEXT", "SOURCE_PACKAGE", "add_arguments", "export_text_encoder", "is_exported",
@@ -195,16 +196,7 @@ def export_text_encoder(out: Path | None = None, *, force: bool = False, opset: 
             "export_seconds": round(export_s, 2),
         }
         (tmp / META_FILE).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-        for path in tmp.iterdir():
-            os.chmod(path, 0o644)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

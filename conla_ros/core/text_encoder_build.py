@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import struct
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from conla_ros.core.atomic_dir import publish_directory
 from conla_ros.core.instruction_encoder import (
     DEFAULT_TEXT_ENCODER,
     ENCODER_INPUTS,
@@ -300,16 +300,7 @@ def build_text_encoder(out: Path | None = None, *, force: bool = False, opset: i
             "export_seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / META_FILE).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-        for path in tmp.iterdir():
-            os.chmod(path, 0o644)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
