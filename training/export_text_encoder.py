@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from conla_ros.core.atomic_dir import publish_directory
+from conla_ros.core.text_encoder_build import encoder_metadata
 from conla_training.engine.command import command_main
 
 __all__ = ["PARITY_SENTENCES", "PROBE_TEXT", "SOURCE_PACKAGE", "add_arguments", "export_text_encoder", "is_exported",
@@ -177,15 +178,7 @@ def export_text_encoder(out: Path | None = None, *, force: bool = False, opset: 
             raise RuntimeError(f"parity check failed: ONNX vs sentence-transformers max abs difference {diff:.3g} "
                                f"> {PARITY_TOLERANCE:g} on {len(PARITY_SENTENCES)} sentences")
         meta = {
-            "format": META_FORMAT,
-            "name": DEFAULT_TEXT_ENCODER,
-            "onnx": ENCODER_ONNX,
-            "tokenizer": ENCODER_TOKENIZER,
-            "inputs": {name: ["batch", "tokens"] for name in ENCODER_INPUTS},
-            "output": {ENCODER_OUTPUT: ["batch", dim]},
-            "dim": dim,
-            "max_length": max_length,
-            "pooling": "mean over attention_mask, then L2 normalisation",
+            **encoder_metadata(dim, max_length),
             "parity": {"sentences": len(PARITY_SENTENCES), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE},
             # For model.yaml instruction_encoder.probe_text / probe_embedding (a fingerprint checked at load).
             "probe": {"text": PROBE_TEXT, "embedding": [round(float(v), 6) for v in

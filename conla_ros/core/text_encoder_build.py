@@ -228,6 +228,21 @@ def _graph(weights: dict[str, np.ndarray], config: dict[str, Any], opset: int) -
     return model
 
 
+
+def encoder_metadata(dim: int, max_length: int) -> dict[str, Any]:
+    """The head of text_encoder.yaml that every build of the encoder writes (torch export or not)."""
+    return {
+        "format": META_FORMAT,
+        "name": DEFAULT_TEXT_ENCODER,
+        "onnx": ENCODER_ONNX,
+        "tokenizer": ENCODER_TOKENIZER,
+        "inputs": {name: ["batch", "tokens"] for name in ENCODER_INPUTS},
+        "output": {ENCODER_OUTPUT: ["batch", dim]},
+        "dim": dim,
+        "max_length": max_length,
+        "pooling": "mean over attention_mask, then L2 normalisation",
+    }
+
 def build_text_encoder(out: Path | None = None, *, force: bool = False, opset: int = 17) -> dict[str, Any]:
     """Build the encoder into `out` (default: the shared cache), or keep a complete one; returns its metadata.
 
@@ -281,15 +296,7 @@ def build_text_encoder(out: Path | None = None, *, force: bool = False, opset: i
             raise BuildError(f"{source}: not all-MiniLM-L6-v2: its embedding of {PROBE_TEXT!r} differs from the "
                              f"known one by {probe_diff:.3g} (tolerance {PROBE_TOLERANCE:g})")
         meta = {
-            "format": META_FORMAT,
-            "name": DEFAULT_TEXT_ENCODER,
-            "onnx": ENCODER_ONNX,
-            "tokenizer": ENCODER_TOKENIZER,
-            "inputs": {name: ["batch", "tokens"] for name in ENCODER_INPUTS},
-            "output": {ENCODER_OUTPUT: ["batch", dim]},
-            "dim": dim,
-            "max_length": max_length,
-            "pooling": "mean over attention_mask, then L2 normalisation",
+            **encoder_metadata(dim, max_length),
             "built_by": "conla encoder (torch-free: onnx graph from model.safetensors)",
             "parity": {"sentences": len(CHECK_SENTENCES), "max_abs_diff": diff, "tolerance": PARITY_TOLERANCE,
                        "against": "numpy float64 reference forward pass"},
