@@ -62,8 +62,8 @@ def environment(args: argparse.Namespace) -> list[str]:
 
 def ros_loopback(args: argparse.Namespace) -> list[str]:
     """A camera stream round trip over DDS between two processes, converted and preprocessed."""
+    from conla_ros.bench.loopback import measure_loopback
     from conla_ros.ros.dds import use_large_image_profile
-    from conla_ros.ros.loopback import measure_loopback
 
     transport = use_large_image_profile()
     report = measure_loopback(count=args.frames, rate_hz=30.0)
@@ -74,7 +74,8 @@ def ros_loopback(args: argparse.Namespace) -> list[str]:
 
 def simulation_data(args: argparse.Namespace) -> list[str]:
     """Robot episodes as rosbag2, human-like action-free clips, and the scripted expert's success."""
-    from conla_ros.sim.evaluate import ScriptedExpertPolicy, evaluate
+    from conla_ros.eval.sim import evaluate
+    from conla_ros.sim.expert import ScriptedExpertPolicy
     from conla_ros.sim.generate_episodes import generate_episodes
     from conla_ros.sim.generate_videos import generate_videos
 
@@ -110,7 +111,7 @@ def training_pipeline(args: argparse.Namespace) -> list[str]:
     """
     import shutil
 
-    from conla_ros.sim.evaluate import RuntimePolicy, evaluate
+    from conla_ros.eval.sim import evaluate, model_policy
 
     out = Path(args.out)
     configs = Path(__file__).resolve().parents[1] / "config"
@@ -125,7 +126,7 @@ def training_pipeline(args: argparse.Namespace) -> list[str]:
     _conla("train", "policy", "--config", configs / "policy_train_tiny.yaml", "--set", f"data.root={out / 'episodes'}",
            "--set", f"init_from={out / 'runs/vla'}", "--set", "train.steps=30", "--run-dir", out / "runs/policy")
     _conla("export", "--checkpoint", out / "runs/policy", "--out", out / "models/demo_tiny")
-    policy = RuntimePolicy(out / "models/demo_tiny")
+    policy = model_policy(out / "models/demo_tiny")
     report = evaluate(policy, ["reach"], episodes_per_task=2, progress=False)
     return [
         f"exported {out / 'models/demo_tiny'}: runs on the robot's ONNX runtime as {policy.name}",
@@ -175,7 +176,7 @@ def _ensure_text_encoder(model: Path) -> list[str]:
 
 def closed_loop_ros(args: argparse.Namespace) -> list[str]:
     """The model in policy_node driving sim_arm_node over ROS 2 topics, on held-out seeds (`conla eval ros`)."""
-    from conla_ros.ros.eval_ros import evaluate_ros
+    from conla_ros.eval.ros import evaluate_ros
 
     out = Path(args.out)
     model, which = closed_loop_model(out)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import conla_ros.sim  # noqa: F401 - picks MuJoCo's GL backend before any test imports mujoco or metaworld
+
 # Domain IDs above 101 can push Fast DDS ports past the Linux ephemeral range; 0 is everyone's default.
 _DOMAIN_IDS = range(1, 101)
 _held_lock = None  # kept open (and so locked) until the interpreter exits

@@ -42,9 +42,10 @@ thread in the node) and its chunk arrives some ticks after its observation. `Chu
   caller decides (for velocity-like outputs such as ee_twist, holding the last action keeps the
   arm moving: the node should send zero motion and hold the gripper instead).
 
-`ChunkedPolicy` wraps any policy with `infer(obs) -> {'actions': (H, A)}` into one that returns one
-action per call (synchronous: it runs inference on the calling thread when a chunk is needed),
-for evaluation loops. Pure numpy, deterministic; `ChunkExecutor`'s methods are thread-safe.
+`ChunkedPolicy` wraps any policy with `infer(obs) -> {'actions': (H, A)}` and `reset()`
+(`conla_ros.core.policy.Policy`) into one that returns one action per call (synchronous: it runs
+inference on the calling thread when a chunk is needed), for evaluation loops. Pure numpy,
+deterministic; `ChunkExecutor`'s methods are thread-safe.
 """
 
 from __future__ import annotations
@@ -275,16 +276,26 @@ class ChunkExecutor:
 class ChunkedPolicy:
     """One action per `infer` call from a chunk policy, through a `ChunkExecutor` (synchronous).
 
-    `infer(obs)` runs the wrapped policy when the executor needs a chunk (observation tick = now),
-    then executes one tick: {'actions': (A,) float64, 'tick', 'starved', 'latency_ms' (of the
-    inference, 0.0 when none ran)}. `reset()` resets the executor and the wrapped policy.
+    A policy itself (`conla_ros.core.policy.Policy`), stacked on one: `infer(obs)` runs the wrapped
+    policy when the executor needs a chunk (observation tick = now), then executes one tick:
+    {'actions': (A,) float64, 'tick', 'starved', 'latency_ms' (of the inference, 0.0 when none
+    ran)}. `reset()` resets the executor and the wrapped policy. `name` is the wrapped policy's
+    unless given.
     """
 
-    def __init__(self, policy: Any, config: ChunkingConfig, chunk_length: int, action_dim: int) -> None:
+    def __init__(self, policy: Any, config: ChunkingConfig, chunk_length: int, action_dim: int,
+                 name: str | None = None) -> None:
         self.policy = policy
         self.executor = ChunkExecutor(config, chunk_length, action_dim)
+        self.name = name if name is not None else getattr(policy, "name", type(policy).__name__)
+
+    @property
+    def config(self) -> ChunkingConfig:
+        """How the chunks are executed."""
+        return self.executor.config
 
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """The action for this tick, inferring a new chunk first when one is due."""
         latency = 0.0
         if self.executor.needs_chunk():
             result = self.policy.infer(obs)
@@ -294,7 +305,6 @@ class ChunkedPolicy:
         return {"actions": step.action, "tick": step.tick, "starved": step.starved, "latency_ms": latency}
 
     def reset(self) -> None:
+        """Forget the chunks and reset the wrapped policy."""
         self.executor.reset()
-        reset = getattr(self.policy, "reset", None)
-        if callable(reset):
-            reset()
+        self.policy.reset()

@@ -5,8 +5,9 @@
     out["actions"]     # (H, A) float64, robot units (model.yaml action_space), action 0 = now
     out["latency_ms"]  # the whole call: preprocessing + instruction embedding (cached) + policy.onnx
 
-This is the openpi policy interface (`infer(obs) -> dict`, `reset()`); `chunking.ChunkedPolicy`
-stacks on it. Observation keys are the `OBS_*` constants, result keys the `OUT_*` constants.
+This is the policy interface of `conla_ros.core.policy` (`infer(obs) -> dict`, `reset()`);
+`chunking.ChunkedPolicy` stacks on it. Observation keys are the `OBS_*` constants, result keys
+the `OUT_*` constants.
 
 Loading checks everything it can, so that a bad model directory fails at load and not on the
 first camera frame: the directory and each file (model.yaml, policy.onnx, the instruction
@@ -48,6 +49,7 @@ from conla_ros.core.model_spec import (
     TensorSpec,
     load_model_spec,
 )
+from conla_ros.core.policy import OBS_IMAGE, OBS_INSTRUCTION, OBS_PROPRIO, OUT_ACTIONS, OUT_LATENCY_MS
 from conla_ros.core.preprocessing import preprocess_image
 
 __all__ = [
@@ -67,11 +69,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-OBS_IMAGE = "image"  # (H, W, 3) uint8 RGB
-OBS_INSTRUCTION = "instruction"  # str
-OBS_PROPRIO = "proprio"  # (P,) numbers, robot units, in model.yaml proprio.names order
-OUT_ACTIONS = "actions"  # (H, A) float64, robot units
-OUT_LATENCY_MS = "latency_ms"  # float: the whole infer call
 OUT_POLICY_MS = "policy_ms"  # float: policy.onnx alone
 OUT_ENCODER_CACHED = "instruction_cached"  # bool: the embedding came from the cache
 

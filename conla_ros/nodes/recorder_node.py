@@ -58,7 +58,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
 
 from conla_ros.episodes import topics as T
-from conla_ros.ros.episode_naming import DEFAULT_NAME_FORMAT, check_name_format, free_episode_path
+from conla_ros.episodes.naming import DEFAULT_NAME_FORMAT, check_name_format, free_episode_path
 from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPIC, EpisodeStatus, EpisodeStatusError
 from conla_ros.ros.names import relative
 from conla_ros.ros.parameters import ParamSpec, declare_parameters, run_node

@@ -33,7 +33,7 @@ from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPI
 from conla_ros.ros.names import relative
 from conla_ros.ros.parameters import ParamSpec, declare_parameters, run_node
 from conla_ros.ros.qos import COMMAND_QOS
-from conla_ros.sim.evaluate import ScriptedExpertPolicy
+from conla_ros.sim.expert import ScriptedExpertPolicy
 
 NODE_NAME = "scripted_teleop_node"
 STATE_DIM = 39  # Meta-World's observation vector
@@ -101,7 +101,7 @@ class ScriptedTeleopNode(Node):
             self.get_logger().warning(f"ignoring a privileged state of shape {state.shape}", throttle_duration_sec=2.0)
             return
         assert self._status is not None
-        action = self._expert.infer({"task": self._status.task, "state": state})
+        action = self._expert.infer({"task": self._status.task, "state": state})["actions"]
         noise = self._params["action_noise"]
         if noise > 0:
             action = action + self._rng.normal(0.0, noise, size=action.shape)

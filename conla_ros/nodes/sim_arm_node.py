@@ -23,7 +23,7 @@ MoveIt Servo's unitless convention) and `gripper_controller/commands` std_msgs/F
 twist arrives for `command_timeout_s` the arm holds still (zero motion, gripper target kept), as
 MoveIt Servo does. Malformed commands (non-finite values, a frame other than `command_frame_id`,
 a gripper array not of length 1) are refused, counted in the status and logged at most every 2 s;
-they never stop the node. See conla_ros.ros.servo_input.
+they never stop the node. See conla_ros.core.servo_input.
 
 Service `~/reset` (std_srvs/Trigger): start a new episode at the `task` and `seed` parameters
 (set them first: `ros2 param set /sim_arm_node task push`, or `set_parameters_atomically`;
@@ -52,7 +52,6 @@ if __name__ == "__main__":  # Ctrl-C or SIGTERM while the imports below still ru
     for _sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(_sig, lambda *_: sys.exit(0))
 
-import numpy as np
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -60,17 +59,17 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
+from conla_ros.core.servo_input import CommandError, ServoInput, check_gripper, check_twist
 from conla_ros.episodes import topics as T
 from conla_ros.ros.episode_status import EPISODE_STATUS_QOS, EPISODE_STATUS_TOPIC, EpisodeStatus
 from conla_ros.ros.image_conversions import numpy_to_image
 from conla_ros.ros.names import relative
 from conla_ros.ros.parameters import ParameterError, ParamSpec, check_parameter_update, declare_parameters, run_node
 from conla_ros.ros.qos import CAMERA_QOS, COMMAND_QOS, INSTRUCTION_QOS
-from conla_ros.ros.servo_input import CommandError, ServoInput, check_gripper, check_twist
 
 try:
-    from conla_ros.sim.evaluate import TRAIN_SEED_LIMIT
-    from conla_ros.sim.instructions import MT10_TASKS, sample_instruction
+    from conla_ros.sim.instructions import MT10_TASKS
+    from conla_ros.sim.seeds import episode_instruction
     from conla_ros.sim.world import CONTROL_RATE_HZ, JOINT_NAMES, Observation, SimWorld, WorldConfig
 except ImportError as error:  # metaworld / mujoco missing: say which extra brings them
     raise ImportError(f"sim_arm_node needs the 'sim' extra (pip install 'conla_ros[sim]'): {error}") from error
@@ -80,7 +79,7 @@ PRIVILEGED_STATE_TOPIC = "~/debug/privileged_state"
 _UNLIMITED_STEPS = 10**9  # the world's own limit when max_steps is 0; the node enforces max_steps itself
 _LOG_THROTTLE_S = 2.0
 
-__all__ = ["PARAMETERS", "SimArmNode", "choose_instruction", "main"]
+__all__ = ["PARAMETERS", "SimArmNode", "main"]
 
 
 def _divides(rate: float, into: float) -> str | None:
@@ -137,13 +136,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("privileged_state_topic", PRIVILEGED_STATE_TOPIC, "std_msgs/Float64MultiArray debug output"),
 )
 _RESET_PARAMETERS = ("task", "seed", "domain", "max_steps", "instruction", "instruction_split")
-
-
-def choose_instruction(task: str, seed: int, split: str) -> str:
-    """The task paraphrase an episode of (task, seed) gets: the same one `conla eval sim` uses for a held-out seed."""
-    if split == "auto":
-        split = "heldout" if seed >= TRAIN_SEED_LIMIT else "train"
-    return sample_instruction(task, np.random.default_rng([seed, 1]), split=split)  # type: ignore[arg-type]
 
 
 class SimArmNode(Node):
@@ -209,7 +201,7 @@ class SimArmNode(Node):
         self._episode += 1
         self._max_steps = int(values["max_steps"])
         self._domain = values["domain"]
-        self._instruction = values["instruction"] or choose_instruction(task, seed, values["instruction_split"])
+        self._instruction = values["instruction"] or episode_instruction(task, seed, values["instruction_split"])
         self._first_success = 0 if self._obs.success else None
         self._fault = ""
         self._ticks, self._late_ticks, self._last_tick = 0, 0, None

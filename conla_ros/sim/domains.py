@@ -22,15 +22,9 @@ restored at every reset, so a robot episode after a human one is bit-identical t
 
 from __future__ import annotations
 
-import os
-
-# Must precede the first `import mujoco` anywhere in the process: it selects the GL backend.
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -40,7 +34,6 @@ __all__ = [
     "HumanEpisode",
     "ModelAppearance",
     "hand_body_ids",
-    "save_domain_examples",
 ]
 
 # Mixed into the episode seed so the appearance stream is independent of Meta-World's own
@@ -300,36 +293,3 @@ def _add_scene_geom(scene: mujoco.MjvScene, kind: int, size: np.ndarray, pos: np
                         rgba=np.append(rgb, 1.0).astype(np.float32))
     geom.emission = emission
     scene.ngeom += 1
-
-
-def save_domain_examples(path: Path, tasks: Sequence[str], seed: int, image_size: int = 64, scale: int = 3,
-                         steps: int = 20) -> Path:
-    """Render a grid PNG: a robot-domain row above a human-domain row, one column per task.
-
-    Column i uses world seed `seed + i` in both rows (the same scene, so the pair shows only the
-    domain gap; different columns show different human-domain looks).
-
-    Frames are taken after `steps` scripted-expert steps (so the hand is at work), upscaled `scale`
-    times with nearest-neighbour interpolation so single pixels stay visible.
-    """
-    import cv2
-
-    from conla_ros.sim.world import SimWorld, WorldConfig  # world imports this module: import late
-
-    rows = []
-    for domain in ("robot", "human"):
-        frames = []
-        with SimWorld(WorldConfig(image_size=image_size, domain=domain)) as world:
-            for column, task in enumerate(tasks):
-                obs = world.reset(task, seed + column)
-                for _ in range(steps):
-                    obs = world.step(world.expert_action())
-                frames.append(obs.image)
-        rows.append(np.concatenate(frames, axis=1))
-    grid = np.concatenate(rows, axis=0)
-    grid = cv2.resize(grid, (grid.shape[1] * scale, grid.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-    return path

@@ -61,7 +61,7 @@ def resolve_tasks(names: Sequence[str]) -> list[str]:
 
 def check_seed_range(seed: int, count: int) -> None:
     """Refuse world seeds the evaluator holds out (>= TRAIN_SEED_LIMIT) or negative ones."""
-    from conla_ros.sim.evaluate import TRAIN_SEED_LIMIT
+    from conla_ros.sim.seeds import TRAIN_SEED_LIMIT
 
     if seed < 0 or seed + count > TRAIN_SEED_LIMIT:
         raise ValueError(f"world seeds {seed}..{seed + count - 1} must lie in [0, {TRAIN_SEED_LIMIT}): "

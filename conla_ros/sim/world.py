@@ -26,12 +26,8 @@ gymnasium's viewer) and print EGL errors at shutdown.
 
 from __future__ import annotations
 
-import os
-
-# Must precede the first `import mujoco` / `import metaworld`: it selects the GL backend.
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import atexit
+import os
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -200,7 +196,7 @@ class SimWorld:
             env.close()
             raise RuntimeError(
                 f"MuJoCo could not make an offscreen GL context ({error}). Set MUJOCO_GL=egl (or osmesa) "
-                f"before mujoco is first imported; importing conla_ros.sim.world first does it "
+                f"before mujoco is first imported; importing any conla_ros.sim module first does it "
                 f"(MUJOCO_GL is {os.environ.get('MUJOCO_GL')!r} now)."
             ) from error
         _close_at_exit()

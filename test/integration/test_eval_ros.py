@@ -116,7 +116,7 @@ def test_task_names_are_checked_before_any_node_starts(tmp_path: Path, capsys: p
     """Meta-World's `reach-v3` is `reach` (the run goes on to the model check); an unknown name is a usage error."""
     import argparse
 
-    from conla_ros.ros.eval_ros import add_arguments, run
+    from conla_ros.eval.ros import add_arguments, run
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Before anything in these tests imports mujoco or metaworld (importorskip included): the GL
-# backend is chosen on the first import, and only EGL (or OSMesa) renders without a display.
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import pytest
 
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("metaworld", reason="the simulation needs the 'sim' extra (metaworld, mujoco)")
 
-from conla_ros.sim.domains import HumanDomainConfig, save_domain_examples
+from conla_ros.sim.domains import HumanDomainConfig
 from conla_ros.sim.instructions import (
     ACTION_CATEGORY,
     MT10_TASKS,
@@ -125,14 +125,6 @@ def test_domain_config_validation():
         HumanDomainConfig.only("hand")
     only = HumanDomainConfig.only("lighting", "flicker")
     assert only.lighting and only.flicker and not only.hide_arm
-
-
-def test_save_domain_examples(tmp_path):
-    import cv2
-
-    path = save_domain_examples(tmp_path / "domains.png", ["reach", "push"], seed=0, image_size=32, steps=2)
-    grid = cv2.imread(str(path))
-    assert grid.shape == (2 * 32 * 3, 2 * 32 * 3, 3)
 
 
 # --- labels and instructions: the same in both domains --------------------------------------------

@@ -11,7 +11,6 @@ from rosbags.highlevel import AnyReader
 from conla_ros import cli
 from conla_ros.episodes import topics as T
 from conla_ros.episodes.reader import list_episodes, load_episode, read_episode_metadata
-from conla_ros.sim.evaluate import TRAIN_SEED_LIMIT
 from conla_ros.sim.generate_episodes import (
     COMMAND_LATENCY_NS,
     generate_episodes,
@@ -19,6 +18,7 @@ from conla_ros.sim.generate_episodes import (
 )
 from conla_ros.sim.instructions import MT10_TASKS, instructions
 from conla_ros.sim.parallel import ItemResult, run_items
+from conla_ros.sim.seeds import TRAIN_SEED_LIMIT
 from conla_ros.sim.world import CONTROL_RATE_HZ, JOINT_NAMES
 
 MAX_STEPS = 25  # short episodes: the reach expert needs ~50 steps, so these end at the cap

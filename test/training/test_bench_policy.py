@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fixtures.tiny_model import make_tiny_model, tiny_spec, write_tiny_text_encoder
 
-import conla_training.bench_policy as bench
+import conla_training.commands.bench_policy as bench
 from conla_ros.core.model_spec import load_model_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def _args(model: Path, **extra) -> argparse.Namespace:
 def exported(tmp_path_factory) -> Path:
     """A tiny policy trained 2 steps with `conla train policy` and exported with `conla export --checkpoint`."""
     from conla_ros.sim.generate_episodes import generate_episodes
-    from conla_training.export_policy import export_policy
+    from conla_training.exports.policy import export_policy
     from conla_training.train_policy import main as policy_main
 
     root = tmp_path_factory.mktemp("bench_policy")
@@ -116,7 +116,7 @@ def test_find_checkpoint_prefers_the_exported_step(tmp_path):
 
 
 def test_the_module_does_not_import_torch():
-    code = "import sys, conla_training.bench_policy; sys.exit('torch' in sys.modules)"
+    code = "import sys, conla_training.commands.bench_policy; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conla_ros.core.config import load_config
-from conla_training.lam_trainer import LAMRunConfig
+from conla_training.trainers.lam import LAMRunConfig
 from conla_training.vla_trainer import PolicyRunConfig, VLARunConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"

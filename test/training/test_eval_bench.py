@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conla_ros.core.config import apply_overrides, load_config
-from conla_training.bench_lam import main as bench_main
-from conla_training.eval_lam import (
+from conla_training.commands.bench_lam import main as bench_main
+from conla_training.commands.eval_lam import (
     category_accuracy,
     held_out,
     linear_probe_r2,
@@ -18,8 +18,8 @@ from conla_training.eval_lam import (
     perplexity,
     token_agreement,
 )
-from conla_training.eval_lam import main as eval_main
-from conla_training.lam_trainer import LAMRunConfig, train_lam
+from conla_training.commands.eval_lam import main as eval_main
+from conla_training.trainers.lam import LAMRunConfig, train_lam
 
 
 def test_one_hot_and_perplexity():
@@ -128,7 +128,7 @@ def _write_sim_episode(root: Path, task: str, seed: int, steps: int = 12) -> Non
 def test_replay_reproduces_robot_episodes_and_cross_domain_agreement_runs(tiny_config_path, video_root, tmp_path):
     pytest.importorskip("conla_ros.sim.world")  # sets MUJOCO_GL before mujoco is imported
     from conla_ros.episodes.reader import load_episode
-    from conla_training.eval_lam import _replay_human
+    from conla_training.commands.eval_lam import _replay_human
 
     _write_sim_episode(tmp_path / "episodes", "reach", 3)
     episode = load_episode(tmp_path / "episodes" / "reach_3")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,13 @@ import pytest
 import torch
 from fixtures.tiny_model import write_tiny_text_encoder
 
-import conla_training.export_policy as export_module
+import conla_training.exports.policy as export_module
 from conla_ros.core.instruction_encoder import InstructionEncoder
 from conla_ros.core.model_spec import load_model_spec
 from conla_ros.core.preprocessing import preprocess_image
 from conla_ros.core.runtime import load_policy
-from conla_training.export_policy import ExportError, export_policy
+from conla_training.commands.export import main as export_main
+from conla_training.exports.policy import ExportError, export_policy
 from conla_training.train_policy import main as policy_main
 from conla_training.vla_trainer import load_vla
 
@@ -88,7 +88,7 @@ def test_export_runs_in_the_runtime_like_torch(chunk_run, data, tmp_path):
 def test_bins_head_exports(data, tmp_path):
     run = _train(data, tmp_path / "bins", "--set", "model.head=bins", "--set", "use_proprio=false")
     out = tmp_path / "bins_model"
-    assert export_module.run(argparse.Namespace(checkpoint=run, out=out, parity_samples=2)) == 0
+    assert export_main(["--checkpoint", str(run), "--out", str(out), "--parity-samples", "2"]) == 0
     actions = load_policy(out, providers="cpu").infer(_obs())["actions"]
     model, _ = load_vla(run)
     centres = model.bin_centres.numpy()  # the expected bin centre lies within the centres' range
@@ -111,7 +111,7 @@ def test_failures_are_loud_and_leave_nothing(chunk_run, data, tmp_path, monkeypa
     assert not out.exists() and not list(tmp_path.glob(".m.*"))
     monkeypatch.undo()
     out.mkdir()
-    assert export_module.run(argparse.Namespace(checkpoint=chunk_run, out=out)) == 1
+    assert export_main(["--checkpoint", str(chunk_run), "--out", str(out)]) == 1
     assert "already exists" in capsys.readouterr().err
 
 

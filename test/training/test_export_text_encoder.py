@@ -55,7 +55,7 @@ def test_runtime_matches_sentence_transformers_on_new_sentences(minilm_dir, refe
 
 
 def test_second_export_is_a_no_op(minilm_dir):
-    from conla_training.export_text_encoder import export_text_encoder
+    from conla_training.exports.text_encoder import export_text_encoder
 
     before = {p.name: p.stat().st_mtime_ns for p in minilm_dir.iterdir()}
     meta = export_text_encoder(minilm_dir)
@@ -66,7 +66,7 @@ def test_second_export_is_a_no_op(minilm_dir):
 def test_failed_export_leaves_the_previous_export_and_no_debris(minilm_dir, monkeypatch):
     import torch
 
-    from conla_training.export_text_encoder import export_text_encoder
+    from conla_training.exports.text_encoder import export_text_encoder
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("simulated exporter failure")
@@ -80,8 +80,8 @@ def test_failed_export_leaves_the_previous_export_and_no_debris(minilm_dir, monk
 
 
 def test_command_line_reports_the_export(minilm_dir, capsys):
-    from conla_training.export_text_encoder import main
+    from conla_training.commands.export import main
 
-    assert main(["--out", str(minilm_dir)]) == 0
+    assert main(["--text-encoder", "--out", str(minilm_dir)]) == 0
     out = capsys.readouterr().out
     assert str(minilm_dir) in out and "384-d" in out and "parity max abs diff" in out

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from conla_ros.core.config import apply_overrides, load_config
-from conla_training.export_lam import LAM_META, LAM_ONNX, export_lam
-from conla_training.label import main as label_main
-from conla_training.lam_trainer import LAMRunConfig, train_lam
+from conla_training.commands.label import main as label_main
+from conla_training.exports.lam import LAM_META, LAM_ONNX, export_lam
+from conla_training.trainers.lam import LAMRunConfig, train_lam
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ def test_label_from_onnx_without_torch_gives_the_same_codes(trained_run, exporte
     assert label_main(["--lam", str(trained_run), "--videos", str(video_root), "--out", str(torch_out),
                        "--no-progress"]) == 0
     code = ("import sys; sys.modules['torch'] = None  # any torch import now fails\n"
-            "from conla_training.label import main\n"
+            "from conla_training.commands.label import main\n"
             f"sys.exit(main(['--lam', {str(exported)!r}, '--videos', {str(video_root)!r}, '--out', "
             f"{str(onnx_out)!r}, '--no-progress']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)

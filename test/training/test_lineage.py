@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from conla_training.lineage import lineage, run_folder
+from conla_training.exports.lineage import lineage, run_folder
 
 
 def _run(root: Path, config: dict, status: str = "finished") -> Path:

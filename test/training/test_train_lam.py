@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conla_ros.core.config import apply_overrides, load_config
+from conla_training.commands.train_lam import add_arguments, run
 from conla_training.engine.checkpoint import checkpoint_dirs, load_checkpoint
-from conla_training.lam_trainer import LAMRunConfig, LAMTrainer, load_lam, train_lam
-from conla_training.train_lam import add_arguments, run
+from conla_training.trainers.lam import LAMRunConfig, LAMTrainer, load_lam, train_lam
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,7 +133,7 @@ def test_cli_modules_do_not_import_torch(module):
 def test_two_process_ddp_gloo_run_finishes_and_ranks_agree(tiny_config_path, video_root, tmp_path):
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "conla_training.train_lam", "--config", str(tiny_config_path), "--run-dir", str(run_dir),
+               "-m", "conla_training.commands.train_lam", "--config", str(tiny_config_path), "--run-dir", str(run_dir),
                "--set", f"data.root={video_root}", "--set", "model.quantizer.dead_code_every=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=REPO, env=env)

@@ -4,7 +4,6 @@ videos → LAM → `conla label` → `conla train vla` → `conla train policy` 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,11 @@ from fixtures.tiny_model import exported_minilm
 
 from conla_ros.core.config import apply_overrides, load_config
 from conla_ros.core.runtime import load_policy
-from conla_training import export_policy
-from conla_training.label import main as label_main
-from conla_training.lam_trainer import LAMRunConfig, train_lam
+from conla_training.commands.export import main as export_main
+from conla_training.commands.label import main as label_main
+from conla_training.commands.train_vla import main as vla_main
 from conla_training.train_policy import main as policy_main
-from conla_training.train_vla import main as vla_main
+from conla_training.trainers.lam import LAMRunConfig, train_lam
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,8 +47,8 @@ def test_videos_to_runtime(clean_video_root, tmp_path_factory, tmp_path):
     out = tmp_path / "models" / "tiny"
     recipe = tmp_path / "recipe.sh"
     recipe.write_text("# the tiny pipeline\n\nconla train lam --config config/lam_tiny.yaml\n")
-    assert export_policy.run(argparse.Namespace(checkpoint=policy_run, out=out, episodes=episodes,
-                                                parity_samples=4, recipe=recipe)) == 0
+    assert export_main(["--checkpoint", str(policy_run), "--out", str(out), "--episodes", str(episodes),
+                        "--parity-samples", "4", "--recipe", str(recipe)]) == 0
     policy = load_policy(out, providers="cpu")
     assert policy.spec.instruction_encoder.probe_text  # the real encoder's fingerprint travels with the model
     # The whole data recipe is in model.yaml: every stage back to the LAM's videos, and the commands given.

@@ -58,7 +58,33 @@ def run_training(command: str, config_class: type, trainer_class: Callable[..., 
 
 def command_main(command: str, description: str, add_arguments: Callable, run: Callable,
                  argv: list[str] | None) -> int:
-    """`python -m conla_training.train_...` (what accelerate launch / torchrun start)."""
+    """`python -m conla_training.commands.<module>` (what accelerate launch / torchrun start)."""
     parser = argparse.ArgumentParser(prog=command, description=description)
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+class TrainCommand:
+    """One `conla train ...` command: its `add_arguments`, `run` and `main` (for `python -m`).
+
+    `classes` returns (run config class, trainer class); it is called only when a run starts, so
+    torch is imported then and not by `conla --help`.
+    """
+
+    def __init__(self, command: str, example_config: str, classes: Callable[[], tuple[type, Callable[..., Any]]],
+                 doc: str) -> None:
+        self.command, self.example_config, self.classes = command, example_config, classes
+        self.description = doc.splitlines()[0]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """The arguments of the command."""
+        add_run_arguments(parser, self.example_config)
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Train (or with --resume, continue) the run the command line describes."""
+        config_class, trainer_class = self.classes()
+        return run_training(self.command, config_class, trainer_class, args)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """Entry point for `python -m` (used by accelerate launch / torchrun)."""
+        return command_main(self.command, self.description, self.add_arguments, self.run, argv)

@@ -168,7 +168,7 @@ def test_config_validation_names_the_field():
 
 @pytest.mark.parametrize("name", ["lam.yaml", "lam_tiny.yaml", "lam_lapa_256.yaml", "lam_cpu_small.yaml"])
 def test_shipped_configs_load(repo_root, name):
-    from conla_training.lam_trainer import LAMRunConfig
+    from conla_training.trainers.lam import LAMRunConfig
 
     config = load_config(LAMRunConfig, repo_root / "config" / name)
     assert config.model.num_tokens == 4 and config.model.quantizer.num_codes == 8

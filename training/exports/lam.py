@@ -18,43 +18,22 @@ torch is imported inside `run` only.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from conla_training.engine.command import command_main
+from conla_training.exports.provenance import git_commit
 
-__all__ = ["LAM_META", "LAM_ONNX", "add_arguments", "export_lam", "run"]
+__all__ = ["LAM_META", "LAM_ONNX", "export_lam"]
 
 LAM_ONNX = "lam_encoder.onnx"
 LAM_META = "lam.yaml"
 META_FORMAT = "conla_lam_encoder/1"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lam", type=Path, required=True, help="LAM checkpoint (file, step folder or run folder)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--videos", type=Path, default=None,
-                        help="clips for the parity check (a videos folder), besides synthetic pairs")
-    parser.add_argument("--parity-pairs", type=int, default=64, help="synthetic pairs for the parity check")
-    parser.add_argument("--opset", type=int, default=18)
-
-
-def _git_commit() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def _synthetic_pairs(n: int, size: int, seed: int = 0):
@@ -98,7 +77,7 @@ def export_lam(checkpoint: Path, out: Path, videos: Path | None = None, parity_p
     from torch import nn
 
     from conla_ros.core.config import config_to_dict
-    from conla_training.lam_trainer import load_lam
+    from conla_training.trainers.lam import load_lam
 
     model, payload = load_lam(checkpoint)
     config = model.config
@@ -159,7 +138,7 @@ def export_lam(checkpoint: Path, out: Path, videos: Path | None = None, parity_p
                 "step": int(payload["step"]),
                 "model_config": config_to_dict(config),
                 "data": payload["run_config"].get("data"),
-                "commit": _git_commit(),
+                "commit": git_commit(),
                 "torch": str(torch.__version__),
                 "onnxruntime": str(ort.__version__),
                 "opset": opset,
@@ -199,24 +178,3 @@ def _video_pairs(videos: Path, spec, frame_gap: int, limit: int = 64):
     if not o_t:
         raise RuntimeError(f"{videos}: no readable clip for the parity check")
     return torch.from_numpy(np.stack(o_t)), torch.from_numpy(np.stack(o_tk))
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        meta = export_lam(args.lam, args.out, args.videos, args.parity_pairs, args.opset)
-    except (FileNotFoundError, RuntimeError) as error:
-        print(f"conla export --lam: {error}", file=sys.stderr)
-        return 1
-    parity = meta["parity"]
-    print(f"wrote {args.out / LAM_ONNX} and {args.out / LAM_META}; parity: {parity['identical']}/{parity['pairs']} "
-          f"sample pairs give identical codes")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.export_lam`."""
-    return command_main("conla export --lam", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,10 +29,8 @@ torch is imported inside the functions.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from conla_training.engine.command import command_main
-from conla_training.lineage import lineage
+from conla_training.exports.lineage import lineage
+from conla_training.exports.provenance import git_commit
 
-__all__ = ["PARITY_TOLERANCE", "ExportError", "add_arguments", "export_policy", "run"]
+__all__ = ["PARITY_TOLERANCE", "RECIPE_HELP", "REPLAN_HELP", "ExportError", "export_policy", "read_recipe"]
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
@@ -52,21 +50,6 @@ IMAGE, INSTRUCTION, PROPRIO, ACTIONS = "image", "instruction_embedding", "propri
 
 class ExportError(RuntimeError):
     """The export cannot be made or failed its checks."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="policy checkpoint (file, step or run folder)")
-    parser.add_argument("--out", type=Path, required=True, help="output model directory (models/NAME)")
-    parser.add_argument("--name", default=None, help="model name in model.yaml (default: the folder name)")
-    parser.add_argument("--text-encoder-mode", choices=("copy", "reference"), default="copy",
-                        help="copy the instruction encoder into OUT (default) or reference it")
-    parser.add_argument("--episodes", type=Path, default=None, help="episodes for the parity check (besides "
-                        "synthetic inputs)")
-    parser.add_argument("--parity-samples", type=int, default=16)
-    parser.add_argument("--opset", type=int, default=OPSET)
-    parser.add_argument("--force", action="store_true", help="replace an existing OUT")
-    parser.add_argument("--recipe", type=Path, default=None, help=RECIPE_HELP)
-    parser.add_argument("--replan-every", type=int, default=None, metavar="N", help=REPLAN_HELP)
 
 
 REPLAN_HELP = ("model.yaml execution.replan_every: ticks between inferences on the robot and in eval sim (default: "
@@ -84,12 +67,6 @@ def read_recipe(path: Path | None) -> tuple[str, ...]:
     except OSError as error:
         raise ExportError(f"--recipe {path}: cannot read it: {error.strerror or error}") from None
     return tuple(line.rstrip() for line in text.splitlines() if line.strip())
-
-
-def _git_commit() -> str | None:
-    from conla_training.export_lam import _git_commit as commit
-
-    return commit()
 
 
 def _graph(model):
@@ -205,7 +182,7 @@ def _spec(model, payload: dict, name: str, encoder: Any, parity: float, checkpoi
                    actions=TensorSpec(ACTIONS, (1, c.chunk_length, c.action_dim)), proprio=io_proprio),
         instruction_encoder=encoder,
         provenance=Provenance(
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit=_git_commit(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit=git_commit(),
             data=tuple(extra.get("data") or ()),
             config={"run": payload.get("run_config", {}), "model": payload.get("model_config", {})},
             checkpoint=f"{checkpoint} (step {payload.get('step')})", parity_max_abs_diff=float(parity),
@@ -228,7 +205,7 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
     from conla_ros.core.instruction_encoder import ENCODER_ONNX, ENCODER_TOKENIZER, InstructionEncoder, text_encoder_dir
     from conla_ros.core.model_spec import InstructionEncoderSpec, save_model_spec
     from conla_ros.core.runtime import load_policy
-    from conla_training.export_text_encoder import PROBE_TEXT, PROBE_VALUES
+    from conla_training.exports.text_encoder import PROBE_TEXT, PROBE_VALUES
     from conla_training.vla_trainer import load_vla
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -314,32 +291,3 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
         raise
     return {"out": str(out), "parity_max_abs_diff": worst, "samples": len(samples),
             "policy_bytes": (out / "policy.onnx").stat().st_size}
-
-
-def run(args: argparse.Namespace) -> int:
-    """For `conla export --checkpoint`: needs args.checkpoint, args.out; optional name, text_encoder_mode,
-    episodes, parity_samples, opset, force, recipe (defaults as in `add_arguments`)."""
-    from conla_ros.core.model_spec import ModelLoadError
-
-    try:
-        result = export_policy(
-            args.checkpoint, args.out, name=getattr(args, "name", None),
-            text_encoder_mode=getattr(args, "text_encoder_mode", "copy"), episodes=getattr(args, "episodes", None),
-            parity_samples=getattr(args, "parity_samples", 16), opset=getattr(args, "opset", None) or OPSET,
-            force=getattr(args, "force", False), recipe=read_recipe(getattr(args, "recipe", None)),
-            replan_every=getattr(args, "replan_every", None))
-    except (ExportError, ModelLoadError) as error:
-        print(f"conla export --checkpoint: {error}", file=sys.stderr)
-        return 1
-    print(f"exported {result['out']} (policy.onnx {result['policy_bytes'] / 1e6:.2f} MB, parity max abs diff "
-          f"{result['parity_max_abs_diff']:.2g} on {result['samples']} samples)")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.export_policy`."""
-    return command_main("conla export --checkpoint", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

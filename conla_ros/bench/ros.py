@@ -20,8 +20,8 @@ def run(args: argparse.Namespace) -> int:
     """Publish frames from another process over loopback and print the measured figures."""
     from dataclasses import asdict
 
+    from conla_ros.bench.loopback import measure_loopback
     from conla_ros.ros.dds import use_large_image_profile
-    from conla_ros.ros.loopback import measure_loopback
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_onnx(path: Path) -> bool:
-    from conla_training.export_lam import LAM_META
+    from conla_training.exports.lam import LAM_META
 
     return path.suffix == ".onnx" or (path.is_dir() and (path / LAM_META).is_file())
 
@@ -69,7 +69,7 @@ def load_coder(path: Path, device: str | None = None) -> tuple[Coder, dict[str, 
         import onnxruntime as ort
         import yaml
 
-        from conla_training.export_lam import LAM_META
+        from conla_training.exports.lam import LAM_META
 
         folder = path if path.is_dir() else path.parent
         meta = yaml.safe_load((folder / LAM_META).read_text(encoding="utf-8"))
@@ -88,7 +88,7 @@ def load_coder(path: Path, device: str | None = None) -> tuple[Coder, dict[str, 
 
     import torch
 
-    from conla_training.lam_trainer import load_lam
+    from conla_training.trainers.lam import load_lam
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, payload = load_lam(path, map_location="cpu")
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.label`."""
+    """Entry point for `python -m conla_training.commands.label`."""
     return command_main("conla label", __doc__.splitlines()[0], add_arguments, run, argv)
 
 

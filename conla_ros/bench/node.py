@@ -1,7 +1,7 @@
 """`conla bench node`: the policy node under a camera stream, measured from outside (issue 6, point 8).
 
     conla bench node --model models/NAME [--seconds 60] [--rate 30] [--size 640x480] [--json]
-    python -m conla_ros.ros.bench_node --model ...        (the same, before `conla` lists it)
+    python -m conla_ros.bench.node --model ...        (the same, before `conla` lists it)
 
 Starts policy_node as its own process (autostart, the output mode that fits the model), publishes
 an instruction and camera frames at `--rate` Hz for `--seconds` through DDS on loopback, and prints:

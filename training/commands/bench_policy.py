@@ -329,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.bench_policy`."""
+    """Entry point for `python -m conla_training.commands.bench_policy`."""
     return command_main("conla bench policy", __doc__.splitlines()[0], add_arguments, run, argv)
 
 

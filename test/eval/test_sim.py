@@ -1,4 +1,4 @@
-"""The closed-loop evaluator: expert reference, reports, chunked policies, videos and the CLI."""
+"""`conla eval sim`: expert reference, reports, chunk policies through ChunkedPolicy, videos and the CLI."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ import pytest
 
 pytest.importorskip("metaworld", reason="the simulation needs the 'sim' extra (metaworld, mujoco)")
 
-from conla_ros.sim.evaluate import (
-    HELDOUT_SEEDS,
-    TRAIN_SEED_LIMIT,
-    EpisodeResult,
-    EvalReport,
-    RandomPolicy,
-    ScriptedExpertPolicy,
-    add_arguments,
-    evaluate,
-    run,
-)
+from conla_ros.core.chunking import ChunkedPolicy, ChunkingConfig
+from conla_ros.core.policy import RandomPolicy
+from conla_ros.eval.report import EpisodeResult, EvalReport
+from conla_ros.eval.sim import add_arguments, evaluate, model_policy, run
+from conla_ros.sim.expert import ScriptedExpertPolicy
 from conla_ros.sim.instructions import MT10_TASKS, instructions
+from conla_ros.sim.seeds import HELDOUT_SEEDS, TRAIN_SEED_LIMIT
 from conla_ros.sim.world import WorldConfig
 
 
@@ -90,7 +85,7 @@ def test_report_table_and_json():
 
 
 class _ChunkPolicy:
-    """Returns chunks of H actions; records every call."""
+    """Returns chunks of H actions (the policy interface); records every call."""
 
     def __init__(self, horizon: int) -> None:
         self.horizon = horizon
@@ -99,15 +94,22 @@ class _ChunkPolicy:
 
     def infer(self, obs):
         self.calls.append(obs)
-        return np.tile([0.0, 0.0, 0.0, -1.0], (self.horizon, 1))
+        return {"actions": np.tile([0.0, 0.0, 0.0, -1.0], (self.horizon, 1))}
 
     def reset(self):
         self.resets += 1
 
 
+def _played_to_the_end(policy: _ChunkPolicy) -> ChunkedPolicy:
+    """A chunk policy whose chunks are played to their end before the next inference."""
+    config = ChunkingConfig(replan_every=policy.horizon, blend_ticks=0)
+    return ChunkedPolicy(policy, config, chunk_length=policy.horizon, action_dim=4)
+
+
 def test_chunks_run_step_by_step():
     policy = _ChunkPolicy(horizon=4)
-    report = evaluate(policy, ["reach"], episodes_per_task=2, config=WorldConfig(max_steps=10), progress=False)
+    report = evaluate(_played_to_the_end(policy), ["reach"], episodes_per_task=2, config=WorldConfig(max_steps=10),
+                      progress=False)
     assert policy.resets == 2
     assert len(policy.calls) == 2 * 3  # 10 steps in chunks of 4: calls at steps 0, 4 and 8
     assert [e.length for e in report.episodes] == [10, 10]
@@ -121,11 +123,14 @@ def test_chunks_run_step_by_step():
 
 class _BadPolicy:
     def infer(self, obs):
-        return np.zeros((2, 3))
+        return {"actions": np.zeros((2, 3))}
+
+    def reset(self):
+        pass
 
 
 def test_bad_policy_output_is_named():
-    with pytest.raises(ValueError, match=r"\(H, 4\).*\(2, 3\)"):
+    with pytest.raises(ValueError, match=r"one action \(4,\).*ChunkedPolicy.*\(2, 3\)"):
         evaluate(_BadPolicy(), ["reach"], episodes_per_task=1, progress=False)
 
 
@@ -133,7 +138,7 @@ def test_video_of_rollouts(tmp_path):
     import cv2
 
     path = tmp_path / "rollouts.mp4"
-    evaluate(_ChunkPolicy(1), ["reach"], episodes_per_task=1, config=WorldConfig(max_steps=5),
+    evaluate(_played_to_the_end(_ChunkPolicy(1)), ["reach"], episodes_per_task=1, config=WorldConfig(max_steps=5),
              video_path=path, progress=False)
     capture = cv2.VideoCapture(str(path))
     frames = 0
@@ -190,10 +195,8 @@ def test_an_exported_model_runs_through_the_robot_runtime(tmp_path):
     # run by the same torch-free runtime as policy_node: chunks of 4 executed step by step.
     from fixtures.tiny_model import make_tiny_model
 
-    from conla_ros.sim.evaluate import RuntimePolicy
-
     model = make_tiny_model(tmp_path / "tiny", proprio_dim=9, chunk_length=4)
-    policy = RuntimePolicy(model)
+    policy = model_policy(model)
     report = evaluate(policy, ["reach"], episodes_per_task=1, config=WorldConfig(max_steps=12), progress=False)
     assert report.policy.startswith("model tiny")
     assert [e.length for e in report.episodes] == [12] or report.episodes[0].success
@@ -205,19 +208,18 @@ def test_a_model_is_executed_with_the_policy_nodes_chunk_settings(tmp_path):
     # model.yaml's execution says otherwise; a command-line override replaces it.
     from fixtures.tiny_model import make_tiny_model
 
-    from conla_ros.core.chunking import ChunkingConfig, default_chunking
-    from conla_ros.sim.evaluate import RuntimePolicy
+    from conla_ros.core.chunking import default_chunking
 
     model = make_tiny_model(tmp_path / "tiny", proprio_dim=9, chunk_length=4)
-    policy = RuntimePolicy(model)
-    assert policy.chunking == default_chunking(4) == ChunkingConfig(replan_every=2)
+    policy = model_policy(model)
+    assert policy.config == default_chunking(4) == ChunkingConfig(replan_every=2)
     calls = []
-    inner = policy._chunked.policy  # count the runtime's inferences over 6 ticks
+    inner = policy.policy  # the runtime under the chunk executor: count its inferences over 6 ticks
     original = inner.infer
     inner.infer = lambda obs: calls.append(1) or original(obs)
     obs = {"image": np.zeros((64, 64, 3), np.uint8), "instruction": "reach the goal",
            "proprio": np.zeros(9, np.float32)}
     actions = [policy.infer(obs) for _ in range(6)]
-    assert len(calls) == 3 and all(a.shape == (4,) for a in actions)
-    override = RuntimePolicy(model, chunking=ChunkingConfig(replan_every=4, temporal_ensembling=True))
-    assert override.chunking.replan_every == 4 and override.chunking.temporal_ensembling
+    assert len(calls) == 3 and all(a["actions"].shape == (4,) for a in actions)
+    override = model_policy(model, chunking=ChunkingConfig(replan_every=4, temporal_ensembling=True))
+    assert override.config.replan_every == 4 and override.config.temporal_ensembling

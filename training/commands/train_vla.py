@@ -8,35 +8,25 @@ cross-entropy over 8 classes each), `data:` (conla_training.datasets.latent_labe
 `--set KEY=VALUE` overrides single fields.
 
 Then finetune with `conla train policy` (`init_from: RUN_DIR`). Distributed runs as for `conla train
-lam` (`accelerate launch -m conla_training.train_vla --config ...`). Exit codes: 0 finished, 130
+lam` (`accelerate launch -m conla_training.commands.train_vla --config ...`). Exit codes: 0 finished, 130
 interrupted (checkpoint written; `--resume` continues), 2 bad config, data or run folder.
 """
 
 from __future__ import annotations
 
-import argparse
-
-from conla_training.engine.command import add_run_arguments, command_main, run_training
+from conla_training.engine.command import TrainCommand
 
 __all__ = ["add_arguments", "main", "run"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `conla train vla`."""
-    add_run_arguments(parser, "config/vla.yaml")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Train (or with --resume, continue) the run the command line describes."""
+def _classes() -> tuple[type, type]:
     from conla_training.vla_trainer import VLARunConfig, VLATrainer
 
-    return run_training("conla train vla", VLARunConfig, VLATrainer, args)
+    return VLARunConfig, VLATrainer
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.train_vla` (used by accelerate launch / torchrun)."""
-    return command_main("conla train vla", __doc__.splitlines()[0], add_arguments, run, argv)
-
+_COMMAND = TrainCommand("conla train vla", "config/vla.yaml", _classes, __doc__)
+add_arguments, run, main = _COMMAND.add_arguments, _COMMAND.run, _COMMAND.main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from conla_ros.core.config import ConfigError, apply_overrides, load_config
-    from conla_training.lam_trainer import LAMRunConfig
+    from conla_training.trainers.lam import LAMRunConfig
 
     try:
         run_config = load_config(LAMRunConfig, args.config)
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.bench_lam`."""
+    """Entry point for `python -m conla_training.commands.bench_lam`."""
     return command_main("conla bench lam", __doc__.splitlines()[0], add_arguments, run, argv)
 
 

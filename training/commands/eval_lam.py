@@ -142,8 +142,8 @@ def _replay_human(episode, image_size: int) -> np.ndarray:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from conla_training.commands.label import load_coder
     from conla_training.datasets.clips import ClipReadError, DataConfig, list_clips, read_frames
-    from conla_training.label import load_coder
 
     coder, info = load_coder(args.lam, args.device)
     spec, frame_gap = info["spec"], args.frame_gap or info["frame_gap"]
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m conla_training.eval_lam`."""
+    """Entry point for `python -m conla_training.commands.eval_lam`."""
     return command_main("conla eval lam", __doc__.splitlines()[0], add_arguments, run, argv)
 
 

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from conla_ros.bench.loopback import frame_index, measure_loopback, pattern_frame, start_publisher_process
 from conla_ros.ros.image_conversions import image_to_rgb
-from conla_ros.ros.loopback import frame_index, measure_loopback, pattern_frame, start_publisher_process
 
 pytestmark = pytest.mark.ros
 

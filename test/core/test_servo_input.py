@@ -1,4 +1,4 @@
-"""conla_ros.ros.servo_input: the command semantics of a servo-driven arm, without ROS."""
+"""conla_ros.core.servo_input: the command semantics of a servo-driven arm, without ROS."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from conla_ros.ros.servo_input import CommandError, ServoInput, check_gripper, check_twist
+from conla_ros.core.servo_input import CommandError, ServoInput, check_gripper, check_twist
 
 
 def twist(x=0.0, y=0.0, z=0.0, angular=(0.0, 0.0, 0.0), frame="base_link"):

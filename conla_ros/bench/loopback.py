@@ -5,7 +5,7 @@ A publisher process sends a deterministic test pattern; the subscriber (this pro
 each frame back to numpy, compares it with the pattern pixel for pixel, and runs the model's
 preprocessing on it. Used by `conla demo`, `conla bench ros` and the integration tests.
 
-    python -m conla_ros.ros.loopback publish --count 50 --rate 30   # the publisher side alone
+    python -m conla_ros.bench.loopback publish --count 50 --rate 30   # the publisher side alone
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def publish_test_pattern(topic: str, count: int, rate_hz: float, height: int, wi
 def start_publisher_process(topic: str, count: int, rate_hz: float, height: int, width: int,
                             encoding: str = "rgb8") -> subprocess.Popen:
     """Start `publish_test_pattern` in a separate Python process (same environment)."""
-    command = [sys.executable, "-m", "conla_ros.ros.loopback", "publish", "--topic", topic,
+    command = [sys.executable, "-m", "conla_ros.bench.loopback", "publish", "--topic", topic,
                "--count", str(count), "--rate", str(rate_hz), "--height", str(height),
                "--width", str(width), "--encoding", encoding]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -202,8 +202,8 @@ def measure_loopback(count: int = 60, rate_hz: float = 30.0, height: int = 480, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m conla_ros.ros.loopback publish ...`: the publisher side of the round trip."""
-    parser = argparse.ArgumentParser(prog="python -m conla_ros.ros.loopback")
+    """`python -m conla_ros.bench.loopback publish ...`: the publisher side of the round trip."""
+    parser = argparse.ArgumentParser(prog="python -m conla_ros.bench.loopback")
     sub = parser.add_subparsers(dest="role", required=True)
     pub = sub.add_parser("publish", help="publish the test pattern once a subscriber matched")
     pub.add_argument("--topic", default=DEFAULT_TOPIC)

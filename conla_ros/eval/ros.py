@@ -38,21 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conla_ros.eval.report import EpisodeResult, EvalReport, write_report_files
+from conla_ros.eval.video import RolloutVideo, episode_caption
 from conla_ros.ros.policy_diagnostics import LatencySummary, aligned
-from conla_ros.sim.evaluate import (
-    HELDOUT_PER_TASK,
-    HELDOUT_SEEDS,
-    EpisodeResult,
-    EvalReport,
-    RolloutVideo,
-    episode_caption,
-    heldout_instruction,
-    write_report_files,
-)
 from conla_ros.sim.instructions import MT10_TASKS, check_task
+from conla_ros.sim.seeds import HELDOUT_PER_TASK, HELDOUT_SEEDS, episode_instruction
 
 if TYPE_CHECKING:
-    from conla_ros.ros.node_processes import NodeProcesses
+    from conla_ros.eval.node_processes import NodeProcesses
 
 __all__ = ["EvalRosError", "RosEvalResult", "add_arguments", "evaluate_ros", "run"]
 
@@ -261,7 +254,7 @@ def _start_episode(session: _Session, task: str, seed: int, max_steps: int) -> t
     camera frame of the episode is stamped later).
     """
     _check_alone(session)
-    expected = heldout_instruction(task, seed)
+    expected = episode_instruction(task, seed)
     requested_ns = session.now_ns()
     status = session.reset(task, seed, max_steps)
     if status.instruction != expected:  # the two evaluators would not be comparable: stop
@@ -338,8 +331,9 @@ def evaluate_ros(
     """
     from tqdm import tqdm
 
+    from conla_ros.eval.node_processes import NodeProcesses
     from conla_ros.ros.dds import use_large_image_profile
-    from conla_ros.ros.node_processes import NodeProcesses
+
     model_dir = Path(model_dir).expanduser().resolve()
     spec = _check_model(model_dir)
     tasks = [check_task(t) for t in tasks]
@@ -431,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and latency; exit 0 done, 1 model / node / timeout failure, 2 usage error,
     130 Ctrl-C, 143 SIGTERM."""
     from conla_ros.core.model_spec import ModelLoadError
-    from conla_ros.ros.node_processes import NodeDied
+    from conla_ros.eval.node_processes import NodeDied
 
     try:
         tasks = [check_task(t) for t in args.tasks]

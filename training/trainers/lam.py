@@ -1,6 +1,6 @@
 """Training the latent action model: the run config (model + data + train) and the LAM trainer.
 
-`conla train lam` (conla_training.train_lam) is the command line over this module; tests and
+`conla train lam` (conla_training.commands.train_lam) is the command line over this module; tests and
 notebooks call `train_lam(config)` directly. The loop itself is conla_training.engine.Trainer.
 
 Per step: a batch of frame pairs → `LatentActionModel.forward` with `contrast = step >=
@@ -23,9 +23,10 @@ import torch
 import yaml
 
 from conla_ros.core.config import config_from_dict, config_to_dict
-from conla_training.datasets.video_pairs import DataConfig, FramePairDataset, PairBatchSampler, collate_pairs
+from conla_training.datasets.video_pairs import DataConfig, FramePairDataset, collate_pairs
 from conla_training.engine.checkpoint import load_checkpoint
 from conla_training.engine.config import TrainConfig
+from conla_training.engine.loader import batch_loader
 from conla_training.engine.trainer import Trainer
 from conla_training.models.lam import LAMConfig, LatentActionModel
 
@@ -84,15 +85,8 @@ class LAMTrainer(Trainer):
         return config_to_dict(self.config.model)
 
     def build_loader(self, start_batch: int, rank: int, world_size: int):
-        sampler = PairBatchSampler(self.dataset.epoch_length, self.config.train.batch_size, seed=self.config.train.seed,
-                                   rank=rank, world_size=world_size, start=start_batch)
-        workers = self.config.data.num_workers
-        return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_pairs,
-            pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-            generator=torch.Generator(),  # keeps the loader off the global RNG (exact resume)
-        )
+        return batch_loader(self.dataset, self.config.train, self.config.data.num_workers, start_batch, rank,
+                            world_size, collate_pairs)
 
     def compute_loss(self, model, batch: dict, step: int):
         contrast = step >= self.config.model.contrast.warmup_steps
