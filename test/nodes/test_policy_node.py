@@ -1,9 +1,12 @@
 """policy_node in-process: start-up checks, the control tick, safety and refused inputs, tick by tick.
 
-No DDS: the node's callbacks and its control loop's `tick(now)` are called directly and the command
-publisher is replaced by a recorder, so each rule is checked deterministically (test/integration
-runs the node as a process over ROS 2; test/core/test_control_loop.py the loop alone on a fake
-clock). Inference runs on the node's own thread, as in production; `_settle` waits for it.
+Through its public interface only: a second node in the same process (`Driver`) publishes on the
+node's input topics and calls its services, as any other node would, and waits until the node has
+taken each message in (its `status()` counters say so); parameters are set with `set_parameters`.
+The control loop's `tick(now)` is called by the test (`start_control_loop=False`) and the node's
+command output records what it would publish, so each rule is checked deterministically
+(test/integration runs the node as a process; test/core/test_control_loop.py the loop alone on a
+fake clock). Inference runs on the node's own thread, as in production; `_settle` waits for it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from fixtures.ros_nodes import node_factory  # noqa: E402
 from fixtures.tiny_model import make_tiny_model, tiny_spec  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Bool, String  # noqa: E402
@@ -29,6 +33,7 @@ from conla_ros.core.model_spec import ModelLoadError  # noqa: E402
 from conla_ros.nodes.policy_node import ARRAY_PARAMETERS, PARAMETERS, PolicyNode  # noqa: E402
 from conla_ros.ros.image_conversions import numpy_to_compressed, numpy_to_image  # noqa: E402
 from conla_ros.ros.parameters import ParameterError  # noqa: E402
+from conla_ros.ros.qos import CAMERA_QOS, COMMAND_QOS, INSTRUCTION_QOS  # noqa: E402
 
 LOW, HIGH = np.array([-0.5, -1.0, -0.25, -1.0]), np.array([0.5, 1.0, 0.75, 1.0])
 
@@ -54,16 +59,113 @@ class Recorder:
         return True
 
 
+class Driver:
+    """Another node in the policy node's context: publishes its inputs, calls its services, and spins both."""
+
+    def __init__(self, node: PolicyNode) -> None:
+        self.node = node
+        self.peer = rclpy.create_node("policy_node_test_driver", context=node.context)
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
+        self.executor.add_node(self.peer)
+
+        def topic(name: str) -> str:
+            return node.resolve_topic_name(node.get_parameter(name).value)
+
+        self._image = self.peer.create_publisher(Image, topic("camera_topic"), CAMERA_QOS)
+        self._compressed = self.peer.create_publisher(CompressedImage, topic("compressed_camera_topic"), CAMERA_QOS)
+        self._instruction = self.peer.create_publisher(String, topic("instruction_topic"), INSTRUCTION_QOS)
+        self._joint_states = self.peer.create_publisher(JointState, topic("joint_states_topic"), CAMERA_QOS)
+        self._estop = self.peer.create_publisher(Bool, node.resolve_topic_name("~/estop"), COMMAND_QOS)
+        self._enable = self.peer.create_client(SetBool, node.resolve_topic_name("~/enable"))
+        self._stop = self.peer.create_client(Trigger, node.resolve_topic_name("~/stop"))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.peer.destroy_node()
+
+    def spin_until(self, done, timeout: float = 5.0, what: str = "the node") -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def _publish(self, publisher, msg, taken) -> None:
+        """Publish once the node subscribes (a best-effort message sent before is lost), then wait for `taken()`."""
+        self.spin_until(lambda: publisher.get_subscription_count() > 0,
+                        what=f"a subscription on {publisher.topic_name}")
+        publisher.publish(msg)
+        self.spin_until(taken, what=f"the node to take a message on {publisher.topic_name}")
+
+    def _inputs(self) -> int:
+        status = self.node.status()
+        return status["frames_received"] + status["rejected_total"]
+
+    def image(self, msg: Image | CompressedImage) -> None:
+        """A camera frame (raw or compressed), taken in once it is counted as received or refused."""
+        before = self._inputs()
+        publisher = self._compressed if isinstance(msg, CompressedImage) else self._image
+        self._publish(publisher, msg, lambda: self._inputs() > before)
+
+    def instruction(self, text: str) -> None:
+        """An instruction, taken in once the node holds it or has refused it."""
+        before = self.node.status()["rejected_total"]
+        self._publish(self._instruction, String(data=text), lambda: self.node.status()["rejected_total"] > before
+                      or self.node.status()["instruction"] == text.strip())
+
+    def joint_states(self, msg: JointState, taken=None) -> None:
+        """Joint states, taken in once refused or once `taken()`; without `taken`, after a short spin."""
+        before = self.node.status()["rejected_total"]
+        if taken is None:
+            self._publish(self._joint_states, msg, lambda: True)
+            self.spin_for(0.2)
+            return
+        self._publish(self._joint_states, msg, lambda: self.node.status()["rejected_total"] > before or taken())
+
+    def estop(self, on: bool) -> None:
+        """The e-stop topic; `True` is taken once the node reports the latch, `False` after a short spin."""
+        if on:
+            self._publish(self._estop, Bool(data=True), lambda: self.node.status()["estop"])
+        else:
+            self._publish(self._estop, Bool(data=False), lambda: True)
+            self.spin_for(0.2)
+
+    def _call(self, client, request):
+        self.spin_until(client.service_is_ready, what=f"the service {client.srv_name}")
+        future = client.call_async(request)
+        self.spin_until(future.done, what=f"the reply of {client.srv_name}")
+        return future.result()
+
+    def enable(self, on: bool = True) -> SetBool.Response:
+        return self._call(self._enable, SetBool.Request(data=on))
+
+    def stop(self) -> Trigger.Response:
+        return self._call(self._stop, Trigger.Request())
+
+
 @pytest.fixture
 def make_node() -> Iterator:
-    """make_node(model_dir, **params) -> (PolicyNode without its control thread, Recorder of its output)."""
+    """make_node(model_dir, **params) -> (PolicyNode without its control thread, Recorder of its output);
+    `drivers[node]` is the node's Driver."""
+    drivers: dict[PolicyNode, Driver] = {}
     with node_factory(PolicyNode, start_control_loop=False) as make:
 
         def make_policy(model_dir: Path, **params) -> tuple[PolicyNode, Recorder]:
             node = make(**{"model_dir": str(model_dir), "control_rate_hz": 20.0, **params})
+            drivers[node] = Driver(node)
             return node, Recorder(node.output)
 
-        yield make_policy
+        make_policy.driver = drivers.__getitem__
+        try:
+            yield make_policy
+        finally:
+            for driver in drivers.values():
+                driver.close()
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +192,14 @@ def _settle(node: PolicyNode, timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
-def run_ticks(node: PolicyNode, n: int, image: Image | None = None, instruction: str | None = None) -> None:
+def run_ticks(drive: Driver, n: int, image: Image | None = None, instruction: str | None = None) -> None:
     """n control ticks, each after a fresh camera frame (a camera faster than the control rate)."""
     if instruction is not None:
-        node._on_instruction(String(data=instruction))
+        drive.instruction(instruction)
     for _ in range(n):
-        node._on_image(image if image is not None else frame())
-        node.loop.tick(time.monotonic())
-        _settle(node)
+        drive.image(image if image is not None else frame())
+        drive.node.loop.tick(time.monotonic())
+        _settle(drive.node)
 
 
 # --- start-up ------------------------------------------------------------------------------------------
@@ -167,10 +269,11 @@ def test_joint_modes_need_matching_joint_names_and_a_proprio_model_needs_proprio
 
 def test_disabled_until_enabled_then_commands_within_limits(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, action_min=[-0.1, -0.1, -0.1, -1.0], action_max=[0.1, 0.1, 0.1, 1.0])
-    run_ticks(node, 5, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 5, instruction="open the drawer")
     assert out.commands == [] and node.status()["state"] == "disabled"
-    node._on_enable(SetBool.Request(data=True), SetBool.Response())
-    run_ticks(node, 10)
+    drive.enable(True)
+    run_ticks(drive, 10)
     assert len(out.commands) >= 8 and node.status()["state"] == "running"
     commands = np.stack(out.commands)
     assert np.isfinite(commands).all()
@@ -181,7 +284,8 @@ def test_disabled_until_enabled_then_commands_within_limits(make_node, tiny: Pat
 
 def test_rate_limit_bounds_every_change_from_rest(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True, max_delta_per_tick=[0.01])
-    run_ticks(node, 12, instruction="push the block", image=frame(250))
+    drive = make_node.driver(node)
+    run_ticks(drive, 12, instruction="push the block", image=frame(250))
     commands = np.stack([np.zeros(4), *out.commands])  # ee_twist starts from rest
     assert np.abs(np.diff(commands, axis=0)).max() <= 0.01 + 1e-12
     assert node.status()["rate_limited"] > 0
@@ -189,9 +293,10 @@ def test_rate_limit_bounds_every_change_from_rest(make_node, tiny: Path) -> None
 
 def test_limits_change_live_and_bad_values_are_refused(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True)
+    drive = make_node.driver(node)
     result = node.set_parameters([Parameter("action_max", value=[0.0, 0.0, 0.0, 0.0])])
     assert result[0].successful
-    run_ticks(node, 6, instruction="push the block", image=frame(250))
+    run_ticks(drive, 6, instruction="push the block", image=frame(250))
     assert out.commands and max(c[:3].max() for c in out.commands) <= 0.0
     bad = node.set_parameters([Parameter("action_max", value=[1.0, 2.0])])
     assert not bad[0].successful and "4 values" in bad[0].reason
@@ -203,35 +308,37 @@ def test_limits_change_live_and_bad_values_are_refused(make_node, tiny: Path) ->
 
 def test_stale_camera_stops_with_one_stop_message_then_resumes(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True, stale_image_timeout=0.2)
-    run_ticks(node, 6, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 6, instruction="open the drawer")
     sent = len(out.commands)
     assert sent > 0
     for _ in range(5):
         node.loop.tick(time.monotonic() + 1.0)  # the last frame is 1 s old
     assert len(out.commands) == sent and out.stops == 1
     assert node.status()["state"] == "stale" and "camera stale" in node.status()["reason"]
-    run_ticks(node, 6)
+    run_ticks(drive, 6)
     assert len(out.commands) > sent and node.status()["state"] == "running"
 
 
 def test_estop_latches_until_enable_and_acts_before_the_next_tick(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True)
-    run_ticks(node, 5, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 5, instruction="open the drawer")
     sent = len(out.commands)
-    node._on_estop(Bool(data=True))
+    drive.estop(True)
     assert out.stops == 1  # sent by the callback itself, not at the next tick
-    run_ticks(node, 5)
+    run_ticks(drive, 5)
     assert len(out.commands) == sent and node.status()["estop"]
-    node._on_estop(Bool(data=False))  # false does not release it
-    run_ticks(node, 3)
+    drive.estop(False)  # false does not release it
+    run_ticks(drive, 3)
     assert len(out.commands) == sent
-    node._on_enable(SetBool.Request(data=True), SetBool.Response())
-    run_ticks(node, 5)
+    drive.enable(True)
+    run_ticks(drive, 5)
     assert len(out.commands) > sent
-    reply = node._on_stop(Trigger.Request(), Trigger.Response())
+    reply = drive.stop()
     assert reply.success and out.stops == 2
     sent = len(out.commands)
-    run_ticks(node, 3)
+    run_ticks(drive, 3)
     assert len(out.commands) == sent
 
 
@@ -245,8 +352,9 @@ def test_estop_latches_until_enable_and_acts_before_the_next_tick(make_node, tin
 ])
 def test_malformed_frames_are_counted_and_never_reach_the_model(make_node, tiny, build, reason) -> None:
     node, out = make_node(tiny, autostart=True)
-    node._on_instruction(String(data="open the drawer"))
-    node._on_image(build())
+    drive = make_node.driver(node)
+    drive.instruction("open the drawer")
+    drive.image(build())
     node.loop.tick(time.monotonic())
     _settle(node)
     if reason is None:
@@ -258,17 +366,18 @@ def test_malformed_frames_are_counted_and_never_reach_the_model(make_node, tiny,
 
 def test_undecodable_compressed_frames_fault_until_a_good_one(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True, image_transport="compressed")
-    node._on_instruction(String(data="open the drawer"))
-    node._on_compressed(CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg"))
+    drive = make_node.driver(node)
+    drive.instruction("open the drawer")
+    drive.image(CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg"))
     node.loop.tick(time.monotonic())
     _settle(node)
     node.loop.tick(time.monotonic())
     assert node.loop.rejected["image_conversion"] == 1 and node.status()["state"] == "fault" and out.commands == []
-    node._on_compressed(CompressedImage(format="gif", data=b"GIF89a"))
+    drive.image(CompressedImage(format="gif", data=b"GIF89a"))
     assert node.loop.rejected["image_format"] == 1
     good = numpy_to_compressed(np.full((24, 24, 3), 90, np.uint8), "png")
     for _ in range(4):
-        node._on_compressed(good)
+        drive.image(good)
         node.loop.tick(time.monotonic())
         _settle(node)
     assert out.commands and node.status()["state"] == "running"
@@ -276,30 +385,34 @@ def test_undecodable_compressed_frames_fault_until_a_good_one(make_node, tiny: P
 
 @pytest.mark.parametrize(("text", "reason"), [
     ("", "instruction_empty"), ("   \n ", "instruction_empty"), ("open " * 20_000, "instruction_too_long"),
-    ("öffne die Schublade", "instruction_non_ascii"), ("open\x00the drawer", "instruction_control_chars"),
+    ("öffne die Schublade", "instruction_non_ascii"),
+    ("open\x07the drawer", "instruction_control_chars"),  # not a NUL: a ROS string cannot carry one
 ])
 def test_bad_instructions_are_counted_and_stop_commands(make_node, tiny: Path, text: str, reason: str) -> None:
     node, out = make_node(tiny, autostart=True)
-    run_ticks(node, 4, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 4, instruction="open the drawer")
     sent = len(out.commands)
     assert sent > 0
-    node._on_instruction(String(data=text))
-    run_ticks(node, 4)
+    drive.instruction(text)
+    run_ticks(drive, 4)
     assert node.loop.rejected[reason] == 1 and len(out.commands) == sent and out.stops == 1
     assert node.status()["state"] == "waiting"
-    run_ticks(node, 4, instruction="open the drawer")
+    run_ticks(drive, 4, instruction="open the drawer")
     assert len(out.commands) > sent
 
 
 def test_non_ascii_instructions_are_accepted_when_allowed(make_node, tiny: Path) -> None:
     node, out = make_node(tiny, autostart=True, instruction_ascii_only=False)
-    run_ticks(node, 4, instruction="öffne die Schublade")
+    drive = make_node.driver(node)
+    run_ticks(drive, 4, instruction="öffne die Schublade")
     assert out.commands and not node.loop.rejected
 
 
 def test_a_model_that_outputs_nan_never_commands(make_node, tmp_path: Path) -> None:
     node, out = make_node(make_tiny_model(tmp_path / "nan", nan_output=True), autostart=True)
-    run_ticks(node, 8, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 8, instruction="open the drawer")
     node.loop.tick(time.monotonic())
     assert out.commands == [] and node.loop.rejected["inference_non_finite"] >= 4
     assert node.status()["state"] == "fault"
@@ -307,19 +420,22 @@ def test_a_model_that_outputs_nan_never_commands(make_node, tmp_path: Path) -> N
 
 def test_proprio_from_joint_states_reordered_and_checked(make_node, tmp_path: Path) -> None:
     node, out = make_node(make_tiny_model(tmp_path / "proprio", proprio_dim=2), autostart=True)
-    run_ticks(node, 3, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 3, instruction="open the drawer")
     assert out.commands == [] and "no usable joint states" in node.status()["reason"]
     bad = [JointState(name=["joint_0", "joint_1"], position=[0.1, float("nan")]),
            JointState(name=["joint_0", "joint_1"], position=[0.1]),
            JointState(name=["joint_0", "other"], position=[0.1, 0.2])]
     for msg in bad:
-        node._on_joint_states(msg)
+        before = node.status()["rejected_total"]
+        drive.joint_states(msg, taken=lambda before=before: node.status()["rejected_total"] > before)
     assert node.loop.rejected == {"joint_states_non_finite": 1, "joint_states_length": 1, "joint_states_missing": 1}
-    node._on_joint_states(JointState(name=["extra", "joint_1", "joint_0"], position=[9.0, 0.2, 0.1]))
+    drive.joint_states(JointState(name=["extra", "joint_1", "joint_0"], position=[9.0, 0.2, 0.1]),
+                       taken=lambda: node.loop.proprio is not None)
     assert node.loop.proprio.tolist() == [0.1, 0.2]
-    run_ticks(node, 4)
+    run_ticks(drive, 4)
     assert out.commands
-    node._on_image(frame())
+    drive.image(frame())
     node.loop.tick(time.monotonic() + 5.0)  # joint states 5 s old (the timeout is 0.5 s; the frame too)
     assert node.status()["state"] == "stale" and out.stops == 1
 
@@ -327,10 +443,11 @@ def test_proprio_from_joint_states_reordered_and_checked(make_node, tmp_path: Pa
 def test_joint_trajectory_points_and_joint_position_start_from_the_measured_position(make_node, tmp_path) -> None:
     node, out = make_node(joint_model(tmp_path / "joints"), autostart=True, output="joint_trajectory",
                           max_delta_per_tick=[0.05])
-    run_ticks(node, 3, instruction="open the drawer")
+    drive = make_node.driver(node)
+    run_ticks(drive, 3, instruction="open the drawer")
     assert out.commands == [] and "rate limit needs the arm" in node.status()["reason"]
-    node._on_joint_states(JointState(name=["j1", "j2", "j3"], position=[0.2, -0.2, 0.0]))
-    run_ticks(node, 6)
+    drive.joint_states(JointState(name=["j1", "j2", "j3"], position=[0.2, -0.2, 0.0]))
+    run_ticks(drive, 6)
     assert out.commands
     first = out.commands[0]
     assert np.abs(first[:3] - [0.2, -0.2, 0.0]).max() <= 0.05 + 1e-12
@@ -341,8 +458,9 @@ def test_joint_trajectory_points_and_joint_position_start_from_the_measured_posi
 
 def test_diagnostics_report_state_model_rates_and_rejections(make_node, tiny: Path) -> None:
     node, _ = make_node(tiny, autostart=True)
-    run_ticks(node, 4, instruction="open the drawer")
-    node._on_image(Image(height=8, width=8, encoding="yuv422", step=16, data=bytes(128)))
+    drive = make_node.driver(node)
+    run_ticks(drive, 4, instruction="open the drawer")
+    drive.image(Image(height=8, width=8, encoding="yuv422", step=16, data=bytes(128)))
     captured = []
     node.diagnostics_pub.publish = captured.append
     node.publish_diagnostics()
@@ -363,12 +481,14 @@ def test_a_fresh_chunk_is_acted_on_when_it_arrives_and_the_rate_stays(tiny: Path
         node = make(model_dir=str(tiny), control_rate_hz=2.0, autostart=True, stale_image_timeout=1.0)
         sent: list[float] = []
         node.output.publish = lambda command, plan=None: sent.append(time.monotonic())
-        node._on_instruction(String(data="open the drawer"))
-        time.sleep(0.05)  # just after a slot: the next one is ~0.45 s away
+        drive = Driver(node)
+        drive.instruction("open the drawer")
+        drive.spin_for(0.05)  # just after a slot: the next one is ~0.45 s away
         first_frame = time.monotonic()
         while time.monotonic() - first_frame < 3.0:
-            node._on_image(frame())
-            time.sleep(0.05)
+            drive.image(frame())
+            drive.spin_for(0.05)
+        drive.close()
         assert sent, "no command in 3 s"
         assert sent[0] - first_frame < 0.25, f"first command {sent[0] - first_frame:.3f} s after the frame"
         assert node.status()["early_ticks"] >= 1
