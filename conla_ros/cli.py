@@ -54,7 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(("train", "vla"), "pretrain the latent VLA on latent-action pseudo-labels",
             "conla_training.commands.train_vla", extra="training"),
     Command(("train", "policy"), "finetune the action head on robot episodes",
-            "conla_training.train_policy", extra="training"),
+            "conla_training.commands.train_policy", extra="training"),
     Command(("label",), "latent-action pseudo-labels for VLA pretraining",
             "conla_training.commands.label", extra="training"),
     Command(("export",), "ONNX export: a policy (--checkpoint), the LAM quantizer (--lam) or the "

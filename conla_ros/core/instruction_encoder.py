@@ -1,7 +1,7 @@
 """The instruction encoder at run time: text → (dim,) float32 sentence embedding, with no torch.
 
 The policy's language input is a frozen all-MiniLM-L6-v2 sentence embedding (docs/method.md, stage 2).
-`training/export_text_encoder.py` exports it once into a shared cache as
+`training/exports/text_encoder.py` exports it once into a shared cache as
 
     text_encoder.onnx   inputs  input_ids, attention_mask: (batch, tokens) int64
                         output  sentence_embedding: (batch, 384) float32, mean-pooled over the

@@ -30,9 +30,9 @@ RATE_HZ = 20.0  # the episodes' rate: model.yaml must say it, and the node runs 
 def _train_and_export(root: Path, action: ActionContract) -> tuple[Path, dict]:
     """Three tiny episodes of `action` → a 2-step tiny policy → an exported model directory."""
     pytest.importorskip("torch")
+    from conla_training.commands.train_policy import main as policy_main
     from conla_training.exports.policy import export_policy
-    from conla_training.train_policy import main as policy_main
-    from conla_training.vla_trainer import load_vla
+    from conla_training.trainers.vla import load_vla
 
     episodes = root / "episodes"
     for i in range(3):

@@ -32,8 +32,8 @@ def _args(model: Path, **extra) -> argparse.Namespace:
 def exported(tmp_path_factory) -> Path:
     """A tiny policy trained 2 steps with `conla train policy` and exported with `conla export --checkpoint`."""
     from conla_ros.sim.generate_episodes import generate_episodes
+    from conla_training.commands.train_policy import main as policy_main
     from conla_training.exports.policy import export_policy
-    from conla_training.train_policy import main as policy_main
 
     root = tmp_path_factory.mktemp("bench_policy")
     episodes = root / "episodes"

@@ -8,7 +8,7 @@ import pytest
 
 from conla_ros.core.config import load_config
 from conla_training.trainers.lam import LAMRunConfig
-from conla_training.vla_trainer import PolicyRunConfig, VLARunConfig
+from conla_training.trainers.vla import PolicyRunConfig, VLARunConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 KINDS = {"lam": LAMRunConfig, "vla": VLARunConfig, "policy_train": PolicyRunConfig}

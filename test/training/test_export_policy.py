@@ -15,9 +15,9 @@ from conla_ros.core.model_spec import load_model_spec
 from conla_ros.core.preprocessing import preprocess_image
 from conla_ros.core.runtime import load_policy
 from conla_training.commands.export import main as export_main
+from conla_training.commands.train_policy import main as policy_main
 from conla_training.exports.policy import ExportError, export_policy
-from conla_training.train_policy import main as policy_main
-from conla_training.vla_trainer import load_vla
+from conla_training.trainers.vla import load_vla
 
 REPO = Path(__file__).resolve().parents[2]
 

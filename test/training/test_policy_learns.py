@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fixtures.tiny_model import write_tiny_text_encoder
 
+from conla_training.commands.train_policy import main as policy_main
 from conla_training.exports.policy import export_policy
-from conla_training.train_policy import main as policy_main
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = "window-close"

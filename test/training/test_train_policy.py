@@ -13,12 +13,12 @@ from fixtures.tiny_model import write_tiny_text_encoder
 
 from conla_ros.core.preprocessing import ImagePreprocessing, preprocess_image
 from conla_ros.episodes.reader import load_episode
+from conla_training.commands.train_policy import main as policy_main
 from conla_training.commands.train_vla import main as vla_main
 from conla_training.datasets.episodes import EpisodeDataConfig, EpisodeDataset
 from conla_training.datasets.latent_labels import LatentDataConfig, LatentLabelDataset
 from conla_training.engine.checkpoint import load_checkpoint
-from conla_training.train_policy import main as policy_main
-from conla_training.vla_trainer import load_vla
+from conla_training.trainers.vla import load_vla
 
 REPO = Path(__file__).resolve().parents[2]
 

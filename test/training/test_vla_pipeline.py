@@ -13,8 +13,8 @@ from conla_ros.core.config import apply_overrides, load_config
 from conla_ros.core.runtime import load_policy
 from conla_training.commands.export import main as export_main
 from conla_training.commands.label import main as label_main
+from conla_training.commands.train_policy import main as policy_main
 from conla_training.commands.train_vla import main as vla_main
-from conla_training.train_policy import main as policy_main
 from conla_training.trainers.lam import LAMRunConfig, train_lam
 
 REPO = Path(__file__).resolve().parents[2]

@@ -139,7 +139,7 @@ def _load_torch(checkpoint: Path | None, why: str) -> tuple[Any, Any, str]:
     try:
         import torch
 
-        from conla_training.vla_trainer import load_vla
+        from conla_training.trainers.vla import load_vla
     except ImportError as error:
         return None, None, f"torch eager needs the training extra ({error.name} is not installed)"
     try:

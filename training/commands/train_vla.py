@@ -1,6 +1,6 @@
 """`conla train vla --config config/vla.yaml [--resume]`: latent pretraining of the VLA (docs/method.md stage 2).
 
-The config is one YAML file (conla_training.vla_trainer.VLARunConfig): `model:`
+The config is one YAML file (conla_training.trainers.vla.VLARunConfig): `model:`
 (conla_training.models.vla.VLAConfig, `head: latent`: the 4 latent codes predicted in parallel,
 cross-entropy over 8 classes each), `data:` (conla_training.datasets.latent_labels.LatentDataConfig:
 `labels:` a `conla label` JSON Lines file; its clips are read from the paths it records) and `train:`
@@ -20,7 +20,7 @@ __all__ = ["add_arguments", "main", "run"]
 
 
 def _classes() -> tuple[type, type]:
-    from conla_training.vla_trainer import VLARunConfig, VLATrainer
+    from conla_training.trainers.vla import VLARunConfig, VLATrainer
 
     return VLARunConfig, VLATrainer
 

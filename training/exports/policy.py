@@ -101,7 +101,7 @@ def _inputs(model, n: int, seed: int, episodes: Path | None, payload: dict) -> l
         samples.append(sample)
     if episodes is not None:
         from conla_training.datasets.episodes import EpisodeDataConfig, EpisodeDataset
-        from conla_training.vla_trainer import instruction_embeddings
+        from conla_training.trainers.vla import instruction_embeddings
 
         data = EpisodeDataset(EpisodeDataConfig(root=episodes, max_episodes=2), c.preprocessing, c.chunk_length,
                               c.proprio_dim > 0)
@@ -206,7 +206,7 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
     from conla_ros.core.model_spec import InstructionEncoderSpec, save_model_spec
     from conla_ros.core.runtime import load_policy
     from conla_training.exports.text_encoder import PROBE_TEXT, PROBE_VALUES
-    from conla_training.vla_trainer import load_vla
+    from conla_training.trainers.vla import load_vla
 
     checkpoint, out = Path(checkpoint), Path(out)
     if text_encoder_mode not in ("copy", "reference"):

@@ -1,6 +1,7 @@
 """Training the VLA: latent pretraining (stage 2) and action-head finetuning (stage 3).
 
-`conla train vla` (conla_training.train_vla) and `conla train policy` (conla_training.train_policy)
+`conla train vla` (conla_training.commands.train_vla) and `conla train policy`
+(conla_training.commands.train_policy)
 are the command lines over this module; tests call `train_vla(config)` / `train_policy(config)`.
 The loop is conla_training.engine.Trainer (accelerate, AMP, TensorBoard, atomic checkpoints, exact
 resume, SIGINT/SIGTERM).
@@ -39,9 +40,9 @@ from conla_ros.core.config import config_from_dict, config_to_dict
 from conla_training.datasets.augment import AugmentConfig, augment_batch
 from conla_training.datasets.episodes import EpisodeDataConfig, EpisodeDataset, collate_samples
 from conla_training.datasets.latent_labels import LatentDataConfig, LatentLabelDataset
-from conla_training.datasets.video_pairs import PairBatchSampler
 from conla_training.engine.checkpoint import load_checkpoint
 from conla_training.engine.config import TrainConfig
+from conla_training.engine.loader import batch_loader
 from conla_training.engine.trainer import Trainer, TrainerError, load_weights
 from conla_training.models.vla import VLA, VLAConfig
 
@@ -96,7 +97,7 @@ def _encoder_folder(text_encoder: str | None) -> Path:
     if text_encoder is not None:
         return Path(text_encoder).expanduser()
     folder = text_encoder_dir()
-    from conla_training.export_text_encoder import export_text_encoder, is_exported
+    from conla_training.exports.text_encoder import export_text_encoder, is_exported
 
     if not is_exported(folder):
         log.warning("exporting the instruction encoder once into %s", folder)
@@ -111,15 +112,6 @@ def instruction_embeddings(texts: list[str], text_encoder: str | None = None) ->
     folder = _encoder_folder(text_encoder)
     encoder = InstructionEncoder(folder, threads=1)
     return {t: np.array(encoder.encode(t)) for t in texts}, folder
-
-
-def _loader(dataset, config: TrainConfig, workers: int, start: int, rank: int, world: int, collate=None):
-    sampler = PairBatchSampler(dataset.epoch_length, config.batch_size, seed=config.seed, rank=rank,
-                               world_size=world, start=start)
-    return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, generator=torch.Generator())
 
 
 class VLATrainer(Trainer):
@@ -146,7 +138,7 @@ class VLATrainer(Trainer):
         return config_to_dict(self.config.model)
 
     def build_loader(self, start_batch: int, rank: int, world_size: int):
-        return _loader(self.dataset, self.train, self.config.data.num_workers, start_batch, rank, world_size)
+        return batch_loader(self.dataset, self.train, self.config.data.num_workers, start_batch, rank, world_size)
 
     def compute_loss(self, model, batch: dict, step: int):
         batch = augment_batch(batch, self.config.augment, self.train.seed, step)
@@ -212,8 +204,8 @@ class PolicyTrainer(Trainer):
         return config_to_dict(self.model_cfg)
 
     def build_loader(self, start_batch: int, rank: int, world_size: int):
-        return _loader(self.dataset, self.train, self.config.data.num_workers, start_batch, rank, world_size,
-                       collate_samples)
+        return batch_loader(self.dataset, self.train, self.config.data.num_workers, start_batch, rank, world_size,
+                            collate_samples)
 
     def compute_loss(self, model, batch: dict, step: int):
         batch = augment_batch(batch, self.config.augment, self.train.seed, step)
