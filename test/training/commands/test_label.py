@@ -15,7 +15,7 @@ from conla_training.commands.label import main as label_main
 from conla_training.exports.lam import LAM_META, LAM_ONNX, export_lam
 from conla_training.trainers.lam import LAMRunConfig, train_lam
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

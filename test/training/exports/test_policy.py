@@ -19,7 +19,7 @@ from conla_training.commands.train_policy import main as policy_main
 from conla_training.exports.policy import ExportError, export_policy
 from conla_training.trainers.vla import load_vla
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

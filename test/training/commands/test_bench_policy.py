@@ -15,7 +15,7 @@ from fixtures.tiny_model import make_tiny_model, tiny_spec, write_tiny_text_enco
 import conla_training.commands.bench_policy as bench
 from conla_ros.core.model_spec import load_model_spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _args(model: Path, **extra) -> argparse.Namespace:

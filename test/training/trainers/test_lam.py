@@ -18,7 +18,7 @@ from conla_training.commands.train_lam import add_arguments, run
 from conla_training.engine.checkpoint import checkpoint_dirs, load_checkpoint
 from conla_training.trainers.lam import LAMRunConfig, LAMTrainer, load_lam, train_lam
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _config(tiny_config_path: Path, root: Path, run_dir: Path, *overrides: str) -> LAMRunConfig:

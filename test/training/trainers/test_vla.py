@@ -20,7 +20,7 @@ from conla_training.datasets.latent_labels import LatentDataConfig, LatentLabelD
 from conla_training.engine.checkpoint import load_checkpoint
 from conla_training.trainers.vla import load_vla
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
