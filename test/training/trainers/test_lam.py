@@ -122,7 +122,8 @@ def test_cli_refuses_to_overwrite_a_run_and_resumes(tiny_config_path, clean_vide
     assert "did you mean 'steps'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["train_lam", "label", "export_lam", "eval_lam", "bench_lam"])
+@pytest.mark.parametrize("module", ["commands.train_lam", "commands.label", "commands.export", "commands.eval_lam",
+                                    "commands.bench_lam"])
 def test_cli_modules_do_not_import_torch(module):
     """`conla --help` must stay light: command modules import torch inside `run` only."""
     code = (f"import sys, argparse, conla_training.{module} as m; m.add_arguments(argparse.ArgumentParser()); "
