@@ -10,13 +10,15 @@
 # Rows (each is the default recipe with --set overrides; see `row_args` below): best (the recipe as
 # it is, 96 px), px64 (the same at 64 px), then one row per ingredient removed from the 64-px recipe,
 # which costs half as much to train (px64_no_shift, px64_no_proprio, px64_no_ema,
-# px64_no_instruction_dropout), variants (px64_instruction_noise, chunk16) and demos2 (2 demos per
-# task). Every stage is skipped when its
-# output is complete; a half-trained run resumes from its newest checkpoint. Run two rows side by
-# side on a 2-core machine (one thread each).
-#   Inputs: 10 expert demos per MT10 task, seeds 500000+, at 96 and 64 px:
+# px64_no_instruction_dropout), variants (px64_instruction_noise, chunk16), demos2 (2 demos per
+# task), and candidates on top of the recipe: px128 (128-px camera, ~1.8x the cost), steps8000
+# (twice the training) and bins (256 quantile bins per dimension, argmax decoding: a head that can
+# keep several modes). Every stage is skipped when its output is complete; a half-trained run
+# resumes from its newest checkpoint. Run two rows side by side on a 2-core machine (one thread each).
+#   Inputs: 10 expert demos per MT10 task, seeds 500000+, at 96, 64 and (px128) 128 px:
 #     conla sim episodes --tasks mt10 --episodes 10 --seed 500000 --image-size 96 --out data/episodes_robot_96
 #     conla sim episodes --tasks mt10 --episodes 10 --seed 500000 --out data/episodes_robot
+#     conla sim episodes --tasks mt10 --episodes 10 --seed 500000 --image-size 128 --out data/episodes_robot_128
 #   demos2 uses the first 2 of each task (links made here in data/episodes_robot_96_2pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,7 @@ EVAL_EPISODES=${EVAL_EPISODES:-10}
 ROW_SEED=${ROW_SEED:-0}
 DEMOS=${DEMOS:-data/episodes_robot_96}  # 10 expert demos per MT10 task at 96 px
 DEMOS_64=${DEMOS_64:-data/episodes_robot}  # the same seeds at 64 px
+DEMOS_128=${DEMOS_128:-data/episodes_robot_128}  # and at 128 px
 # The 64-px base of the ablation rows re-plans every 4 ticks (half the chunk), as it was measured.
 PX64="--set data.root=$DEMOS_64 --set model.preprocessing.size=64 --set augment.random_shift=4 --set execution.replan_every=4"
 
@@ -44,6 +47,9 @@ row_args() {  # ROW -> extra `conla train policy` arguments on top of $CONFIG
         px64_instruction_noise) echo "$PX64 --set augment.instruction_noise=0.05" ;;
         chunk16) echo "--set model.chunk_length=16" ;;
         demos2) echo "--set data.root=${DEMOS}_2pt" ;;
+        bins) echo "--set model.head=bins --set model.bins_decode=argmax" ;;
+        px128) echo "--set data.root=$DEMOS_128 --set model.preprocessing.size=128 --set augment.random_shift=8" ;;
+        steps8000) echo "--set train.steps=8000" ;;
         *) echo "unknown row '$1' (see row_args in $0)" >&2; return 2 ;;
     esac
 }

@@ -1,6 +1,6 @@
 """Videos + latent-action pseudo-labels (`conla label` output) → (image, instruction, 4 codes) samples.
 
-The labels file is `conla label`'s JSON Lines (conla_training.label): one line per clip with
+The labels file is `conla label`'s JSON Lines (conla_training.commands.label): one line per clip with
 "id", "label", "instruction", "path", "frames", "frame_gap", "stride" and "codes" (codes[i] is the
 LAM's code for the pair (o_{i·s}, o_{i·s+k})). A sample is the frame o_{i·s} (the VLA sees the
 present and predicts the latent action that follows, LAPA) with codes[i].
