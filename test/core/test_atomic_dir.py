@@ -24,3 +24,15 @@ def test_new_and_replaced_folders_are_whole_and_readable(tmp_path: Path) -> None
     assert sorted(p.name for p in out.iterdir()) == ["file.txt"] and (out / "file.txt").read_text() == "two"
     assert stat.S_IMODE(out.stat().st_mode) == 0o755 and stat.S_IMODE((out / "file.txt").stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or old folder left
+
+
+def test_publish_directory_keeps_sub_folders_enterable(tmp_path):
+    """A copied instruction encoder sits in a sub-folder: it must stay listable (0755), its files 0644."""
+    tmp = Path(tempfile.mkdtemp(dir=tmp_path))
+    (tmp / "text_encoder").mkdir()
+    (tmp / "text_encoder" / "model.onnx").write_bytes(b"x")
+    out = tmp_path / "model"
+    publish_directory(tmp, out)
+    assert stat.S_IMODE((out / "text_encoder").stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "text_encoder" / "model.onnx").stat().st_mode) == 0o644
+    assert (out / "text_encoder" / "model.onnx").read_bytes() == b"x"

@@ -11,7 +11,7 @@ DIR gets:
 Parity check: the ONNX model (onnxruntime, CPU) and the torch model must give identical codes on
 sample pairs — `--parity-pairs` synthetic pairs (smooth random images and a shifted copy) and,
 with `--videos DIR`, real pairs from those clips. Any difference fails the export (exit 1) and
-leaves no half-written DIR behind (it is written to DIR.tmp and renamed).
+leaves no half-written DIR behind (it is written to DIR.tmp and published with `publish_directory`).
 
 torch is imported inside `run` only.
 """
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from conla_ros.core.atomic_dir import publish_directory
 from conla_training.exports.provenance import git_commit
 
 __all__ = ["LAM_META", "LAM_ONNX", "export_lam"]
@@ -145,9 +145,7 @@ def export_lam(checkpoint: Path, out: Path, videos: Path | None = None, parity_p
             },
         }
         (tmp / LAM_META).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish_directory(tmp, out)  # readable by all, and `out` is never missing for more than a rename
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

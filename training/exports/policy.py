@@ -29,7 +29,6 @@ torch is imported inside the functions.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from conla_ros.core.atomic_dir import publish_directory
 from conla_training.exports.lineage import lineage
 from conla_training.exports.provenance import git_commit
 
@@ -282,10 +282,7 @@ def export_policy(checkpoint: Path | str, out: Path | str, *, name: str | None =
         result = policy.infer(obs)
         if result["actions"].shape != (c.chunk_length, c.action_dim):
             raise ExportError(f"runtime returned actions of shape {result['actions'].shape}")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model directory is shared like any other folder
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish_directory(tmp, out)  # readable by all, and `out` is never missing for more than a rename
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
