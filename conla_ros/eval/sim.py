@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -85,12 +85,14 @@ def evaluate(
     config: WorldConfig | None = None,
     video_path: Path | None = None,
     progress: bool = True,
+    instructions: Literal["heldout", "train"] = "heldout",
 ) -> EvalReport:
     """Run `policy` closed-loop on the first `episodes_per_task` held-out seeds of each task.
 
     `config` is a `WorldConfig` (default: `WorldConfig()`, robot domain, 64×64). Instructions are
-    held-out paraphrases, drawn per episode from its seed. With `video_path`, every rollout is
-    written to one mp4.
+    held-out paraphrases, drawn per episode from its seed; `instructions="train"` draws them from
+    the training paraphrases instead (a diagnosis: how much of a failure is the wording). With
+    `video_path`, every rollout is written to one mp4.
     """
     from tqdm import tqdm
 
@@ -102,6 +104,8 @@ def evaluate(
     tasks = [check_task(t) for t in tasks]
     if not 1 <= episodes_per_task <= HELDOUT_PER_TASK:
         raise ValueError(f"episodes_per_task must be in [1, {HELDOUT_PER_TASK}], got {episodes_per_task}")
+    if instructions not in ("heldout", "train"):
+        raise ValueError(f"instructions must be 'heldout' or 'train', got {instructions!r}")
     policy_name = getattr(policy, "name", type(policy).__name__)
     video = RolloutVideo(Path(video_path), config.image_size, CONTROL_RATE_HZ) if video_path else None
     results: list[EpisodeResult] = []
@@ -110,7 +114,7 @@ def evaluate(
         with SimWorld(config) as world:
             for task in tasks:
                 for seed in HELDOUT_SEEDS[task][:episodes_per_task]:
-                    results.append(_run_episode(policy, world, task, seed, video))
+                    results.append(_run_episode(policy, world, task, seed, video, instructions))
                     bar.update(1)
                     bar.set_postfix(success=f"{np.mean([r.success for r in results]):.0%}")
     finally:
@@ -123,8 +127,9 @@ def evaluate(
     return EvalReport(policy=policy_name, episodes=tuple(results), config=config_values)
 
 
-def _run_episode(policy: Policy, world: SimWorld, task: str, seed: int, video: RolloutVideo | None) -> EpisodeResult:
-    instruction = episode_instruction(task, seed)
+def _run_episode(policy: Policy, world: SimWorld, task: str, seed: int, video: RolloutVideo | None,
+                 instructions: Literal["heldout", "train"]) -> EpisodeResult:
+    instruction = episode_instruction(task, seed, instructions)
     policy.reset()
     obs = world.reset(task, seed)
     caption = episode_caption(task, seed)
@@ -164,6 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "else half the chunk, as policy_node)")
     parser.add_argument("--temporal-ensembling", action="store_true",
                         help="--model: average every chunk covering a tick (ACT), as policy_node's parameter")
+    parser.add_argument("--instructions", choices=("heldout", "train"), default="heldout",
+                        help="paraphrases the episodes get: held-out ones (default: the benchmark) or the "
+                        "training ones (a diagnosis of how much the wording costs)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--video", type=Path, metavar="FILE", help="write all rollouts to one mp4")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -199,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         from conla_ros.sim.expert import ScriptedExpertPolicy
 
         policy = ScriptedExpertPolicy()
-    report = evaluate(policy, tasks, args.episodes, config, video_path=args.video, progress=not args.no_progress)
+    report = evaluate(policy, tasks, args.episodes, config, video_path=args.video, progress=not args.no_progress,
+                      instructions=args.instructions)
     print(report.table())
     write_report_files(args.json, report.to_json(), args.video)
     return 0

@@ -39,6 +39,16 @@ def test_evaluation_uses_heldout_seeds_and_instructions(expert_report):
         assert episode.instruction in instructions(episode.task, "heldout")
 
 
+def test_training_instructions_on_request():
+    """--instructions train: the same held-out scenes, spoken with the training paraphrases."""
+    report = evaluate(RandomPolicy(), ["reach"], episodes_per_task=3, progress=False,
+                      config=WorldConfig(max_steps=5), instructions="train")
+    assert [e.seed for e in report.episodes] == list(HELDOUT_SEEDS["reach"][:3])
+    assert all(e.instruction in instructions("reach", "train") for e in report.episodes)
+    with pytest.raises(ValueError, match="'spoken'"):
+        evaluate(RandomPolicy(), ["reach"], episodes_per_task=1, progress=False, instructions="spoken")
+
+
 @pytest.mark.slow
 def test_scripted_expert_reference_on_all_mt10_tasks():
     """The reference row over all of MT10 (measured: 97 % mean; door-open 90 %, peg-insert-side 80 %)."""
