@@ -82,7 +82,7 @@ run_row() {  # ROW
 }
 
 if [[ ${1:-} == --table ]]; then
-    exec python -m conla_ros.sim.compare "$OUT"/*/eval.json
+    exec python -m conla_ros.eval.compare "$OUT"/*/eval.json
 fi
 [[ $# -gt 0 ]] || { sed -n 2,17p "$0"; exit 2; }
 for row in "$@"; do run_row "$row"; done

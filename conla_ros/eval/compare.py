@@ -1,6 +1,6 @@
 """Compare `conla eval sim --json` reports: a per-task success table and paired sign tests.
 
-    python -m conla_ros.sim.compare runs/recipe/*/eval.json
+    python -m conla_ros.eval.compare runs/recipe/*/eval.json
 
 Rows are named after the report's folder (runs/recipe/NAME/eval.json → NAME; other files by their
 own name: r1_eval.json → r1_eval). Two reports are
@@ -84,7 +84,7 @@ def seed_summary(reports: list[dict]) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> int:
     paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
     if not paths:
-        print("usage: python -m conla_ros.sim.compare EVAL.json [EVAL.json ...]", file=sys.stderr)
+        print("usage: python -m conla_ros.eval.compare EVAL.json [EVAL.json ...]", file=sys.stderr)
         return 2
     reports = [load_report(p) for p in paths]
     print(success_table(reports))
