@@ -7,6 +7,7 @@ by resetting it, so none depends on another's leftovers.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -129,22 +130,34 @@ def test_moves_under_commands_holds_still_when_they_stop_and_refuses_malformed_o
     assert received["status"][-1]["counters"]["twists"] == 0
     assert np.abs(np.array(received["status"][-1]["ee_position"]) - start).max() < 1e-3
 
-    # +x commands streamed at ~80 Hz, as a teleop device streams them, for 0.5 s: the hand moves.
-    for _ in range(40):
+    # +x commands streamed at ~80 Hz, as a teleop device streams them, until the hand has moved 3 cm
+    # (0.5 s at real time; a loaded machine steps slower, hence a deadline rather than a count).
+    def moved() -> np.ndarray:
+        return np.array(received["status"][-1]["ee_position"]) - start
+
+    deadline = time.monotonic() + 20.0
+    while moved()[0] <= 0.03 and time.monotonic() < deadline:
         pubs["twist"].publish(twist(0.5))
         pubs["gripper"].publish(Float64MultiArray(data=[-1.0]))
         client.spin_for(0.0125)
-    assert received["status"][-1]["counters"]["twists"] >= 10  # most arrive (depth 1 keeps only the newest)
-    moved = np.array(received["status"][-1]["ee_position"]) - start
-    assert moved[0] > 0.03, f"the hand moved only {moved} m under +x commands"
+    assert moved()[0] > 0.03, f"the hand moved only {moved()} m under +x commands"
+    # Taken in and counted, none refused (how many of the stream a tick takes depends on the load:
+    # the command subscription keeps only the newest).
+    assert received["status"][-1]["counters"]["twists"] >= 1
+    assert received["status"][-1]["counters"]["rejected"] == len(malformed)
 
     # Commands stop: within the timeout the servo holds still; the world keeps stepping; nothing moves.
     client.spin_until(lambda: received["status"][-1]["holding"], what="the arm holding still", pool=pool,
                       timeout_s=10)
-    client.spin_for(0.3)  # the hand settles on its (now fixed) target within ~10 steps
+    # The hand settles on its (now fixed) target within ~10 steps. Counted in simulation steps, not
+    # wall time: on a loaded machine the node steps slower than real time.
+    held = received["status"][-1]["step"]
+    client.spin_until(lambda: received["status"][-1]["step"] >= held + 25, what="25 steps of holding", pool=pool,
+                      timeout_s=20)
     before = received["status"][-1]
     joints_before = np.array(received["joints"][-1].position)
-    client.spin_for(0.5)
+    client.spin_until(lambda: received["status"][-1]["step"] >= before["step"] + 40, what="40 more steps",
+                      pool=pool, timeout_s=20)
     after = received["status"][-1]
     assert after["step"] >= before["step"] + 10  # the simulation went on
     assert after["holding"] and after["counters"]["timeouts"] >= 1
