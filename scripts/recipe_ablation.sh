@@ -11,7 +11,8 @@
 # it is, 96 px), px64 (the same at 64 px), then one row per ingredient removed from the 64-px recipe,
 # which costs half as much to train (px64_no_shift, px64_no_proprio, px64_no_ema,
 # px64_no_instruction_dropout), variants (px64_instruction_noise, chunk16), demos2 (2 demos per
-# task), and candidates on top of the recipe: px128 (128-px camera, ~1.8x the cost), steps8000
+# task), and candidates on top of the recipe: px128 (128-px camera, ~1.8x the cost), px112 (the
+# 128-px recordings resized to 112, ~1.4x; evaluated on 128-px frames, resized as in training), steps8000
 # (twice the training) and bins (256 quantile bins per dimension, argmax decoding: a head that can
 # keep several modes). Every stage is skipped when its output is complete; a half-trained run
 # resumes from its newest checkpoint. Run two rows side by side on a 2-core machine (one thread each).
@@ -50,6 +51,7 @@ row_args() {  # ROW -> extra `conla train policy` arguments on top of $CONFIG
         bins) echo "--set model.head=bins --set model.bins_decode=argmax" ;;
         px128) echo "--set data.root=$DEMOS_128 --set model.preprocessing.size=128 --set augment.random_shift=8" ;;
         steps8000) echo "--set train.steps=8000" ;;
+        px112) echo "--set data.root=$DEMOS_128 --set model.preprocessing.size=112 --set augment.random_shift=7" ;;
         *) echo "unknown row '$1' (see row_args in $0)" >&2; return 2 ;;
     esac
 }
@@ -78,7 +80,8 @@ run_row() {  # ROW
     printf '=== %s: export (%s)\n' "$name" "$(date +%H:%M:%S)"
     [[ -f $model/model.yaml ]] || conla export --checkpoint "$run" --out "$model" --text-encoder-mode reference --force
     printf '=== %s: eval (%s)\n' "$name" "$(date +%H:%M:%S)"
-    [[ -f $evalf ]] || conla eval sim --model "$model" --episodes "$EVAL_EPISODES" --json "$evalf" --no-progress
+    local camera=(); [[ $row == px112 ]] && camera=(--image-size 128)  # the frames it was trained on, resized by the model
+    [[ -f $evalf ]] || conla eval sim --model "$model" --episodes "$EVAL_EPISODES" --json "$evalf" --no-progress "${camera[@]}"
 }
 
 if [[ ${1:-} == --table ]]; then
