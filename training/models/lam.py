@@ -145,8 +145,16 @@ class LAMConfig:
     grid_pool: Literal["conv", "avg"] = "conv"
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    # Extension beyond LAPA/ConLA (LAOM, CLAM): a linear head from the continuous latent d to the
+    # robot action, trained on the few labelled robot pairs (`supervision:` of the run config).
+    # 0: off (LAPA and ConLA); otherwise the action's dimension (4: ee dx, dy, dz, gripper).
+    action_head_dim: int = 0
+    action_head_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.action_head_dim < 0 or self.action_head_weight < 0:
+            raise ValueError(f"action_head_dim and action_head_weight must be >= 0, got "
+                             f"{self.action_head_dim}, {self.action_head_weight}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:
@@ -336,6 +344,8 @@ class LatentActionModel(nn.Module):
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.dec_norm = nn.LayerNorm(w)
         self.to_pixels = nn.Linear(w, c * p * p)
+        self.action_head = (nn.Linear(config.num_tokens * qc.dim, config.action_head_dim)
+                            if config.action_head_dim else None)
         self.apply(self._init_weights)
         for pos in (self.enc_pos, self.enc_time, self.code_pos, self.dec_pos):
             nn.init.normal_(pos, std=0.02)
@@ -410,12 +420,15 @@ class LatentActionModel(nn.Module):
         o_t2: torch.Tensor | None = None,
         o_tk2: torch.Tensor | None = None,
         contrast: bool = True,
+        supervised: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[LAMOutput, torch.Tensor]:
         """(B, C, S, S) o_t, o_{t+k} in [0, 1] → (LAMOutput, total loss).
 
         labels (B,) int64 action categories (< 0: unlabelled) for SupCon; o_t2/o_tk2 a second
         pair of the same clips, needed for visual contrast without time reversal; contrast=False
-        during the MSE-only warm-up.
+        during the MSE-only warm-up. `supervised` = (o_t (M, C, S, S), o_tk, action (M, A)): labelled
+        robot pairs for the action head (extension, `action_head_dim` > 0): their d goes through
+        the head, MSE to the action, weighted by `action_head_weight` (loss "supervised").
         """
         cc = self.config.contrast
         b = o_t.shape[0]
@@ -445,7 +458,26 @@ class LatentActionModel(nn.Module):
             visual = info_nce_loss(self.visual_embedding(h), self.visual_embedding(h_pos), cc.temperature)
             loss = loss + cc.visual_weight * visual
             losses["visual"] = visual.detach()
+        if supervised is not None:
+            if self.action_head is None:
+                raise ValueError("labelled pairs given but the model has no action head (action_head_dim: 0)")
+            s_t, s_tk, action = supervised
+            d_sup = self.action_latent(self.encode(s_t, s_tk)[0])  # (M, T, Dq)
+            sup = F.mse_loss(self.action_head(self._noise_substituted(d_sup).flatten(1)).float(), action.float())
+            loss = loss + self.config.action_head_weight * sup
+            losses["supervised"] = sup.detach()
         return LAMOutput(recon=recon, codes=codes, latent=d, losses=losses), loss
+
+    def _noise_substituted(self, d: torch.Tensor) -> torch.Tensor:
+        """NSVQ's training output for d (the nearest code's error replaced by noise of its size), in
+        eval mode the nearest code itself — without touching the quantizer's usage counts, so labelled
+        pairs never steer dead-code replacement. The action head reads this, so what it learns to
+        decode is what survives quantization."""
+        hard = self.quantizer.lookup(self.quantizer.nearest(d)).to(d.dtype)  # (M, T, Dq)
+        if not self.training:
+            return hard
+        v = torch.randn_like(d)
+        return d + (d - hard).norm(dim=-1, keepdim=True) / (v.norm(dim=-1, keepdim=True) + 1e-12) * v
 
     @torch.no_grad()
     def encode_codes(self, o_t: torch.Tensor, o_tk: torch.Tensor) -> torch.Tensor:
