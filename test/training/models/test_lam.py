@@ -214,11 +214,12 @@ def test_supervised_pairs_need_a_head():
 def test_run_config_pairs_the_head_with_labelled_episodes(tmp_path):
     from conla_training.lam_trainer import LAMRunConfig
 
-    with pytest.raises(ConfigError, match="supervision.episodes"):
+    with pytest.raises(ConfigError, match=r"supervision\.episodes"):
         config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4}})
     with pytest.raises(ConfigError, match="action_head_dim"):
         config_from_dict(LAMRunConfig, {"supervision": {"episodes": str(tmp_path)}})
     with pytest.raises(ConfigError, match="batch_size"):
         config_from_dict(LAMRunConfig, {"supervision": {"batch_size": 0}})
-    config = config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4}, "supervision": {"episodes": str(tmp_path)}})
+    config = config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4},
+                                             "supervision": {"episodes": str(tmp_path)}})
     assert config.supervision.batch_size == 16
