@@ -3,7 +3,8 @@
 #
 #   bash scripts/lam_diagnosis.sh [STAGE ...]      (default: every stage, in order)
 #
-# Stages: data, diag-data, <run name> (see RUNS below), eval, diag-models. Every stage skips what
+# Stages: data (= data-episodes data-human data-demos data-robotvid), diag-data, <run name> (see RUNS
+# below), eval, diag-models. Every stage skips what
 # is finished and resumes what was interrupted: generated data resumes per clip/episode, a
 # training run with checkpoints continues with --resume, evaluations whose JSON exists are not
 # redone. Results: runs/lam13/<name>/ (training), results/lam13/*.json (measurements).
@@ -25,6 +26,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 HUMAN=data/videos_human_${CLIPS}pt
 ROBOTVID=data/videos_robot_10pt
 EPISODES=data/episodes_robot
+DEMOS=data/episodes_demos_2pt  # the few labelled demos of the action-head extension (other seeds)
 RUNS_DIR=runs/lam13
 RESULTS=results/lam13
 mkdir -p "$RUNS_DIR" "$RESULTS" logs/lam13
@@ -37,9 +39,16 @@ RUNS=(
   "lapa_k24|$HUMAN|data.frame_gap=24 model.contrast.action_contrast=false model.contrast.visual_contrast=false model.contrast.time_reversal=false"
 )
 
-stage_data() {
+stage_data_episodes() {
   $NICE "$CONLA" sim episodes --tasks mt10 --episodes 10 --seed 500000 --out "$EPISODES" --workers 1 --no-progress
+}
+stage_data_human() {
   $NICE "$CONLA" sim videos --tasks mt10 --clips "$CLIPS" --out "$HUMAN" --domain human --workers 1 --no-progress
+}
+stage_data_demos() {
+  $NICE "$CONLA" sim episodes --tasks mt10 --episodes 2 --seed 600000 --out "$DEMOS" --workers 1 --no-progress
+}
+stage_data_robotvid() {
   $NICE "$CONLA" sim videos --tasks mt10 --clips 10 --out "$ROBOTVID" --domain robot --workers 1 --no-progress
 }
 
@@ -81,7 +90,11 @@ run_names() { for r in "${RUNS[@]}"; do echo "${r%%|*}"; done; }
 
 do_stage() {
   case $1 in
-    data) stage_data ;;
+    data) stage_data_episodes; stage_data_human; stage_data_demos; stage_data_robotvid ;;
+    data-episodes) stage_data_episodes ;;
+    data-human) stage_data_human ;;
+    data-demos) stage_data_demos ;;
+    data-robotvid) stage_data_robotvid ;;
     diag-data) stage_diag_data ;;
     eval) for n in $(run_names); do [ -d "$RUNS_DIR/$n" ] && eval_run "$n"; done ;;
     diag-models) for n in $(run_names); do [ -d "$RUNS_DIR/$n" ] && diag_run "$n"; done ;;
@@ -96,7 +109,7 @@ do_stage() {
           return
         fi
       done
-      echo "unknown stage $1; stages: data diag-data $(run_names | tr '\n' ' ')eval diag-models" >&2
+      echo "unknown stage $1; stages: data data-episodes data-human data-demos data-robotvid diag-data $(run_names | tr '\n' ' ')eval diag-models" >&2
       exit 2 ;;
   esac
 }

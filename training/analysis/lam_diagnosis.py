@@ -20,7 +20,8 @@ For each frame gap k (`--gaps`) and every pair (o_t, o_{t+k}):
     the held-out episodes: an optimistic bound), per rendering.
 Held-out episodes are chosen as in `conla eval lam` (a hash of the name, `--held-out`).
 
-**Model (each `--lam`).** At the LAM's own k, on the robot rendering and on the human-like replay:
+**Model (each `--lam`).** At the LAM's own k, on the robot rendering, the human-like replay and the
+human-like replay without flicker and distractor:
   - probes from the codes (one-hot, as `conla eval lam`) and from the continuous latent d before
     quantization (flattened, 4 × 32): the gap is what the quantizer loses;
   - decoder use: MSE of the reconstruction of o_{t+k} from the true codes, from the codes of
@@ -28,7 +29,9 @@ Held-out episodes are chosen as in `conla eval lam` (a hash of the name, `--held
     and on the "moving" pixels (|o_{t+k} − o_t| > 0.1 in the robot rendering); a decoder that
     ignores its latent scores the same with true and shuffled codes;
   - codebook use: perplexity per token position and codes chosen for < 1 % of a position's
-    tokens (dead).
+    tokens (dead);
+  - token agreement robot vs human (as `conla eval lam --cross-domain replay`), human vs
+    human_static (how much of the code is flicker and distractor) and robot vs human_static.
 Every number lands in the JSON; `format_table` prints the headline ones.
 """
 
@@ -250,13 +253,13 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
     num_codes = model.config.quantizer.num_codes
     rng = np.random.default_rng(seed)
     per: dict[str, dict[str, list]] = {name: {"codes": [], "latent": [], "target": [], "held": [], "mse": []}
-                                       for name in ("robot", "human")}
+                                       for name in ("robot", "human", "human_static")}
     for r in replays:
         starts, target = pair_arrays(r, k)
         if not len(starts):
             continue
         moving_robot = None
-        for name in ("robot", "human"):
+        for name in ("robot", "human", "human_static"):
             frames = preprocess_images(r.frames[name], spec)  # (T, 3, S, S)
             o_t_all, o_tk_all = torch.from_numpy(frames[starts]), torch.from_numpy(frames[starts + k])
             if name == "robot":
@@ -304,8 +307,11 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
         result[name] = row
     if len(per["robot"]["codes"]) and len(per["human"]["codes"]):
         held = np.concatenate(per["robot"]["held"])
-        result["cross_domain"] = token_agreement(np.concatenate(per["robot"]["codes"])[held],
-                                                 np.concatenate(per["human"]["codes"])[held], num_codes)
+        codes = {name: np.concatenate(per[name]["codes"])[held] for name in per}
+        result["cross_domain"] = token_agreement(codes["robot"], codes["human"], num_codes)
+        # How much of the human-like code is flicker and distractor: the same motion with them off.
+        result["human_vs_static"] = token_agreement(codes["human"], codes["human_static"], num_codes)
+        result["robot_vs_static"] = token_agreement(codes["robot"], codes["human_static"], num_codes)
     return result
 
 
@@ -335,7 +341,7 @@ def format_table(results: dict[str, Any]) -> str:
                 *(f"{row[f'probe_pixels_{n}'].get('r2', float('nan')):.2f}" for n in RENDERINGS)]))
     for m in results.get("models", []):
         lines.append(f"model {m['lam']} (step {m['step']}, k = {m['frame_gap']})")
-        for name in ("robot", "human"):
+        for name in ("robot", "human", "human_static"):
             row = m[name]
             mse = row["recon_mse"]
             lines.append(
@@ -349,6 +355,9 @@ def format_table(results: dict[str, Any]) -> str:
         if "cross_domain" in m:
             x = m["cross_domain"]
             lines.append(f"  cross-domain token agreement {x['token_agreement']:.3f} (chance {x['token_chance']:.3f})")
+            for key in ("human_vs_static", "robot_vs_static"):
+                y = m[key]
+                lines.append(f"  {key} token agreement {y['token_agreement']:.3f} (chance {y['token_chance']:.3f})")
     return "\n".join(lines)
 
 

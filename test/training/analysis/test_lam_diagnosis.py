@@ -59,3 +59,32 @@ def test_data_diagnosis_sees_the_flicker_and_the_physical_ceiling():
     assert row["copy_mse_share_flicker_distractor"] > 0.5  # the flicker dominates the frame change
     assert row["probe_physical"]["r2"] > 0.3  # the displacement predicts the (x, y) commands
     assert out["gaps"]["4"]["ee_displacement_cm"]["median"] > out["gaps"]["2"]["ee_displacement_cm"]["median"]
+
+
+def test_model_diagnosis_reports_probes_decoder_use_and_agreement(tmp_path):
+    import torch
+
+    from conla_ros.core.config import config_to_dict
+    from conla_training.analysis.lam_diagnosis import model_diagnosis
+    from conla_training.engine.checkpoint import FORMAT
+    from conla_training.models.lam import ContrastConfig, LAMConfig, LatentActionModel
+
+    config = LAMConfig(image_size=16, patch_size=4, width=16, heads=2, encoder_layers=1, decoder_layers=1,
+                       mlp_ratio=1.0, contrast=ContrastConfig(visual_dim=4))
+    torch.manual_seed(0)
+    model = LatentActionModel(config)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": FORMAT, "model": model.state_dict(), "model_config": config_to_dict(config),
+                "run_config": {"data": {"frame_gap": 3}}, "step": 7}, path)
+    replays = [_replay(f"e{i}", i % 3 == 0, i) for i in range(6)]
+    out = model_diagnosis(path, replays)
+    assert out["frame_gap"] == 3 and out["step"] == 7
+    for name in ("robot", "human", "human_static"):
+        row = out[name]
+        assert set(row["recon_mse"]) >= {"true_codes", "shuffled_codes", "continuous_latent", "copy_o_t",
+                                         "true_codes_moving"}
+        assert np.isfinite(row["probe_codes"]["r2"]) and np.isfinite(row["probe_latent"]["r2"])
+        assert len(row["perplexity_per_token"]) == 4 and len(row["dead_codes_per_token"]) == 4
+    # the robot and human_static renderings of the synthetic replay are the same frames
+    assert out["robot_vs_static"]["token_agreement"] == 1.0
+    assert 0.0 <= out["human_vs_static"]["token_agreement"] <= 1.0
