@@ -32,11 +32,16 @@ RESULTS=results/lam13
 mkdir -p "$RUNS_DIR" "$RESULTS" logs/lam13
 
 # name | data root | extra --set overrides (space-separated key=value)
+LAPA_SETS="model.contrast.action_contrast=false model.contrast.visual_contrast=false model.contrast.time_reversal=false"
+SUP_SETS="model.action_head_dim=4 supervision.episodes=$DEMOS"
 RUNS=(
-  "conla_k8|$HUMAN|"
+  "conla_k8|$HUMAN|"                                     # today's ConLA, config/lam_cpu_small.yaml as it is
+  "conla_k8_res|$HUMAN|model.decoder_residual=true"      # the decoder predicts the change
+  "conla_k24_res|$HUMAN|data.frame_gap=24 model.decoder_residual=true"
+  "conla_k24_res_sup|$HUMAN|data.frame_gap=24 model.decoder_residual=true $SUP_SETS"  # extension
+  "lapa_k24_res|$HUMAN|data.frame_gap=24 model.decoder_residual=true $LAPA_SETS"
   "conla_k24|$HUMAN|data.frame_gap=24"
-  "conla_robotvid_k8|$ROBOTVID|"
-  "lapa_k24|$HUMAN|data.frame_gap=24 model.contrast.action_contrast=false model.contrast.visual_contrast=false model.contrast.time_reversal=false"
+  "conla_robotvid_k24_res|$ROBOTVID|data.frame_gap=24 model.decoder_residual=true"
 )
 
 stage_data_episodes() {

@@ -272,9 +272,9 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
                     d = model.action_latent(h)  # (B, T, Dq)
                     codes = model.quantizer.nearest(d)
                     perm = torch.from_numpy(rng.permutation(len(o_t))).to(device)
-                    recon = {"true_codes": model.decode(emb_t, model.quantizer.lookup(codes)),
-                             "shuffled_codes": model.decode(emb_t, model.quantizer.lookup(codes[perm])),
-                             "continuous_latent": model.decode(emb_t, d),
+                    recon = {"true_codes": model.decode(emb_t, model.quantizer.lookup(codes), o_t),
+                             "shuffled_codes": model.decode(emb_t, model.quantizer.lookup(codes[perm]), o_t),
+                             "continuous_latent": model.decode(emb_t, d, o_t),
                              "copy_o_t": o_t}
                     mses = {}
                     for key, pred in recon.items():

@@ -24,7 +24,8 @@ NSVQ (codebook 8 × 32, see nsvq.py). No commitment or codebook loss.
 Decoder (LAPA): queries = stop-gradient patch embeddings of o_t + a learned position embedding;
 `decoder_layers` blocks of self-attention, cross-attention to the 4 quantized tokens (projected
 Dq → W, plus a learned token position embedding) and an MLP; a linear layer maps each query to
-its patch's pixels of o_{t+k}. Loss: pixel MSE (no output activation, as LAPA).
+its patch's pixels of o_{t+k}. Loss: pixel MSE (no output activation, as LAPA). `decoder_residual`
+(ours, off by default) adds o_t to that output, so the decoder predicts the change.
 
 ConLA (on when `contrast.action_contrast` or `contrast.visual_contrast`). Decision on the point
 the papers leave open — **split per token, channel-wise, before the grid shrink**: the encoder's
@@ -150,6 +151,11 @@ class LAMConfig:
     # 0: off (LAPA and ConLA); otherwise the action's dimension (4: ee dx, dy, dz, gripper).
     action_head_dim: int = 0
     action_head_weight: float = 1.0
+    # Our choice where LAPA's decoder cannot copy (issue 13's diagnosis): the decoder's output is
+    # added to o_t, so it predicts the change o_{t+k} − o_t and the latent only has to explain what
+    # moved. Off (LAPA): it predicts the pixels of o_{t+k} from the patch embeddings of o_t, whose
+    # first LayerNorm removes every patch's mean colour and contrast.
+    decoder_residual: bool = False
 
     def __post_init__(self) -> None:
         if self.action_head_dim < 0 or self.action_head_weight < 0:
@@ -402,13 +408,20 @@ class LatentActionModel(nn.Module):
         z = self._pool_frames(self.visual_proj, self.visual_pool, h[..., self.config.width // 2 :])  # (B, 2, T, Dv)
         return F.normalize(z.mean(dim=1).flatten(1).float(), dim=-1)  # (B, T·Dv)
 
-    def decode(self, queries: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-        """Queries (B, N, W) + quantized latent (B, T, Dq) → predicted o_{t+k} (B, C, S, S)."""
+    def decode(self, queries: torch.Tensor, quantized: torch.Tensor, o_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries (B, N, W) + quantized latent (B, T, Dq) → predicted o_{t+k} (B, C, S, S).
+
+        With `decoder_residual` the prediction is o_t (B, C, S, S, then required) + the output."""
         context = self.code_proj(quantized) + self.code_pos  # (B, T, W)
         x = queries + self.dec_pos  # (B, N, W)
         for block in self.decoder:
             x = block(x, context)
-        return self.unpatchify(self.to_pixels(self.dec_norm(x)))  # (B, C, S, S)
+        out = self.unpatchify(self.to_pixels(self.dec_norm(x)))  # (B, C, S, S)
+        if self.config.decoder_residual:
+            if o_t is None:
+                raise ValueError("decoder_residual: decode needs o_t")
+            out = o_t + out
+        return out
 
     # --- public API ---
 
@@ -447,7 +460,7 @@ class LatentActionModel(nn.Module):
             h, emb_t = self.encode(o_t, o_tk)  # (B, 2, N, W), (B, N, W)
         d = self.action_latent(h)  # (B, T, Dq)
         quantized, codes = self.quantizer(d)  # (B, T, Dq), (B, T)
-        recon = self.decode(emb_t.detach(), quantized)  # (B, C, S, S)
+        recon = self.decode(emb_t.detach(), quantized, o_t)  # (B, C, S, S)
         mse = F.mse_loss(recon.float(), o_tk.float())
         loss, losses = mse, {"mse": mse.detach()}
         if contrast and cc.action_contrast and labels is not None:
@@ -489,4 +502,4 @@ class LatentActionModel(nn.Module):
     def reconstruct(self, o_t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """o_t (B, C, S, S) + codes (B, T) → predicted o_{t+k} (B, C, S, S): what a latent action does."""
         emb_t = self.patch_embed(self.patchify(o_t))  # (B, N, W)
-        return self.decode(emb_t, self.quantizer.lookup(codes))
+        return self.decode(emb_t, self.quantizer.lookup(codes), o_t)

@@ -223,3 +223,19 @@ def test_run_config_pairs_the_head_with_labelled_episodes(tmp_path):
     config = config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4},
                                              "supervision": {"episodes": str(tmp_path)}})
     assert config.supervision.batch_size == 16
+
+
+def test_decoder_residual_adds_o_t_to_the_decoder_output():
+    torch.manual_seed(0)
+    plain = LatentActionModel(TINY)
+    torch.manual_seed(0)
+    residual = LatentActionModel(dataclasses.replace(TINY, decoder_residual=True))
+    residual.load_state_dict(plain.state_dict())
+    o_t, o_tk, _ = _batch()
+    codes = plain.eval().encode_codes(o_t, o_tk)
+    residual.eval()
+    assert torch.allclose(residual.reconstruct(o_t, codes), plain.reconstruct(o_t, codes) + o_t, atol=1e-6)
+    emb = residual.patch_embed(residual.patchify(o_t))
+    with pytest.raises(ValueError, match="needs o_t"):
+        residual.decode(emb, torch.zeros(6, 4, 32))
+    assert not LAMConfig().decoder_residual  # LAPA's decoder by default
