@@ -149,8 +149,9 @@ def test_two_process_ddp_gloo_run_finishes_and_ranks_agree(tiny_config_path, vid
 
 
 def test_tiny_run_with_the_action_head_and_labelled_episodes(tiny_config_path, clean_video_root, tmp_path):
-    from conla_ros.episodes.contract import EE_DELTA
     from fixtures.tiny_episodes import write_tiny_episode
+
+    from conla_ros.episodes.contract import EE_DELTA
 
     demos = tmp_path / "demos"
     for seed in range(2):
