@@ -3,8 +3,9 @@
 #
 #   bash scripts/lam_diagnosis.sh [STAGE ...]      (default: every stage, in order)
 #
-# Stages: data (= data-episodes data-human data-demos data-robotvid), diag-data, <run name> (see RUNS
-# below), eval, diag-models. Every stage skips what
+# Stages: data (= data-episodes data-human data-demos data-robotvid), diag-data, random-init (the
+# diagnosis of an untrained LAM, a control), <run name> (see RUNS below: train, eval, diagnose),
+# eval, diag-models. Every stage skips what
 # is finished and resumes what was interrupted: generated data resumes per clip/episode, a
 # training run with checkpoints continues with --resume, evaluations whose JSON exists are not
 # redone. Results: runs/lam13/<name>/ (training), results/lam13/*.json (measurements).
@@ -39,6 +40,7 @@ RUNS=(
   "conla_k8_res|$HUMAN|model.decoder_residual=true"      # the decoder predicts the change
   "conla_k24_res|$HUMAN|data.frame_gap=24 model.decoder_residual=true"
   "conla_k24_res_sup|$HUMAN|data.frame_gap=24 model.decoder_residual=true $SUP_SETS"  # extension
+  "conla_k24_res_noise03|$HUMAN|data.frame_gap=24 model.decoder_residual=true model.quantizer.noise_scale=0.3"  # extension
   "lapa_k24_res|$HUMAN|data.frame_gap=24 model.decoder_residual=true $LAPA_SETS"
   "conla_k24|$HUMAN|data.frame_gap=24"
   "conla_robotvid_k24_res|$ROBOTVID|data.frame_gap=24 model.decoder_residual=true"
@@ -91,6 +93,29 @@ diag_run() {
     --no-data --lam "$RUNS_DIR/$name" --out "$out"
 }
 
+stage_random_init() {  # control: the diagnosis of an untrained LAM of the same config (seed 0)
+  local dir=$RUNS_DIR/random_init
+  if [ ! -f "$dir/checkpoint.pt" ]; then
+    mkdir -p "$dir"
+    $PY - "$dir/checkpoint.pt" <<'PYEOF'
+import sys
+import torch
+from conla_ros.core.config import config_to_dict, load_config
+from conla_training.engine.checkpoint import FORMAT
+from conla_training.lam_trainer import LAMRunConfig
+from conla_training.models.lam import LatentActionModel
+config = load_config(LAMRunConfig, "config/lam_cpu_small.yaml")
+torch.manual_seed(0)
+model = LatentActionModel(config.model)
+torch.save({"format": FORMAT, "model": model.state_dict(), "model_config": config_to_dict(config.model),
+            "run_config": config_to_dict(config), "step": 0}, sys.argv[1])
+PYEOF
+  fi
+  local out=$RESULTS/diagnosis_random_init.json
+  [ -f "$out" ] || $NICE "$PY" -m conla_training.analysis.lam_diagnosis --episodes "$EPISODES" \
+    --cache data/lam13_replays.npz --no-data --lam "$dir/checkpoint.pt" --out "$out"
+}
+
 run_names() { for r in "${RUNS[@]}"; do echo "${r%%|*}"; done; }
 
 do_stage() {
@@ -101,6 +126,7 @@ do_stage() {
     data-demos) stage_data_demos ;;
     data-robotvid) stage_data_robotvid ;;
     diag-data) stage_diag_data ;;
+    random-init) stage_random_init ;;
     eval) for n in $(run_names); do [ -d "$RUNS_DIR/$n" ] && eval_run "$n"; done ;;
     diag-models) for n in $(run_names); do [ -d "$RUNS_DIR/$n" ] && diag_run "$n"; done ;;
     *)
@@ -114,12 +140,12 @@ do_stage() {
           return
         fi
       done
-      echo "unknown stage $1; stages: data data-episodes data-human data-demos data-robotvid diag-data $(run_names | tr '\n' ' ')eval diag-models" >&2
+      echo "unknown stage $1; stages: data data-episodes data-human data-demos data-robotvid diag-data random-init $(run_names | tr '\n' ' ')eval diag-models" >&2
       exit 2 ;;
   esac
 }
 
 if [ $# -eq 0 ]; then
-  set -- data diag-data $(run_names)
+  set -- data diag-data random-init $(run_names)
 fi
 for stage in "$@"; do do_stage "$stage"; done

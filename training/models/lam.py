@@ -81,8 +81,13 @@ class QuantizerConfig:
     dead_code_threshold: float = 0.01  # dead: chosen for < this share of assignments since the last check
     dead_code_source: Literal["inputs", "used_codes"] = "inputs"
     dead_code_noise: float = 0.01
+    # Extension (issue 13's diagnosis: NSVQ's noise is as large as the spread of d, so the decoder
+    # ignores the latent): the substituted noise is noise_scale · ‖d − z‖. 1.0 = NSVQ (LAPA).
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise ValueError(f"noise_scale must be in [0, 1], got {self.noise_scale}")
         if self.num_codes < 2 or self.dim < 1:
             raise ValueError(f"num_codes must be >= 2 and dim >= 1, got {self.num_codes}, {self.dim}")
         if self.dead_code_every < 1 or self.dead_code_until < 0:
@@ -343,7 +348,7 @@ class LatentActionModel(nn.Module):
             self.visual_proj = self.visual_pool = None
         self.action_pool = GridPool(qc.dim, config.grid, config.latent_grid, config.grid_pool)
         self.quantizer = NSVQ(qc.num_codes, qc.dim, qc.dead_code_threshold, qc.dead_code_source,
-                              qc.dead_code_noise)
+                              qc.dead_code_noise, qc.noise_scale)
         self.code_proj = nn.Linear(qc.dim, w)
         self.code_pos = nn.Parameter(torch.zeros(1, config.num_tokens, w))  # (1, T, W)
         self.dec_pos = nn.Parameter(torch.zeros(1, n, w))  # (1, N, W)
@@ -490,7 +495,8 @@ class LatentActionModel(nn.Module):
         if not self.training:
             return hard
         v = torch.randn_like(d)
-        return d + (d - hard).norm(dim=-1, keepdim=True) / (v.norm(dim=-1, keepdim=True) + 1e-12) * v
+        scale = self.quantizer.noise_scale
+        return d + scale * (d - hard).norm(dim=-1, keepdim=True) / (v.norm(dim=-1, keepdim=True) + 1e-12) * v
 
     @torch.no_grad()
     def encode_codes(self, o_t: torch.Tensor, o_tk: torch.Tensor) -> torch.Tensor:
