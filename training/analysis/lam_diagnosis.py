@@ -28,6 +28,8 @@ human-like replay without flicker and distractor:
     another pair of the batch (shuffled), from the continuous d, and of copying o_t — on all pixels
     and on the "moving" pixels (|o_{t+k} − o_t| > 0.1 in the robot rendering); a decoder that
     ignores its latent scores the same with true and shuffled codes;
+  - the NSVQ noise-to-signal ratio: the mean quantization error ‖d − z‖ per token (the norm of
+    the noise that replaces it in training) against the mean spread ‖d − mean d‖ between pairs;
   - codebook use: perplexity per token position and codes chosen for < 1 % of a position's
     tokens (dead);
   - token agreement robot vs human (as `conla eval lam --cross-domain replay`), human vs
@@ -252,7 +254,8 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
     spec = model.config.preprocessing()
     num_codes = model.config.quantizer.num_codes
     rng = np.random.default_rng(seed)
-    per: dict[str, dict[str, list]] = {name: {"codes": [], "latent": [], "target": [], "held": [], "mse": []}
+    per: dict[str, dict[str, list]] = {name: {"codes": [], "latent": [], "target": [], "held": [], "mse": [],
+                                              "quant_error": []}
                                        for name in ("robot", "human", "human_static")}
     for r in replays:
         starts, target = pair_arrays(r, k)
@@ -283,6 +286,7 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
                         moving = (err * mask).sum().item() / max(mask.sum().item() * 3, 1.0)
                         mses[f"{key}_moving"] = moving * len(o_t)
                 per[name]["codes"].append(codes.cpu().numpy())
+                per[name]["quant_error"].append((d - model.quantizer.lookup(codes)).norm(dim=-1).flatten().detach().cpu().numpy())
                 per[name]["latent"].append(d.flatten(1).cpu().numpy().astype(np.float64))
                 per[name]["mse"].append(mses)
             per[name]["target"].append(target)
@@ -301,6 +305,11 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
             "probe_latent": probe_best(latent[~held], target[~held], latent[held], target[held]),
             "recon_mse": mse,
             "perplexity_per_token": [_perplexity(codes[:, j], num_codes) for j in range(codes.shape[1])],
+            # NSVQ's training noise has the norm of the quantization error: against the spread of d
+            # between pairs it is the noise-to-signal ratio of the decoder's view of the latent.
+            "quantization_error": float(np.concatenate(acc["quant_error"]).mean()),
+            "latent_spread": float(np.linalg.norm((latent - latent.mean(0)).reshape(n, codes.shape[1], -1),
+                                                  axis=-1).mean()),
             "dead_codes_per_token": [int(((np.bincount(codes[:, j], minlength=num_codes) / n) < 0.01).sum())
                                      for j in range(codes.shape[1])],
         }
