@@ -8,7 +8,7 @@
 # eval, diag-models. Every stage skips what
 # is finished and resumes what was interrupted: generated data resumes per clip/episode, a
 # training run with checkpoints continues with --resume, evaluations whose JSON exists are not
-# redone. Results: runs/lam13/<name>/ (training), results/lam13/*.json (measurements).
+# redone. Results: runs/lam13/<name>/ (training), runs/lam13/results/*.json (measurements).
 # Cost on one idle CPU core (OMP_NUM_THREADS=1): see BENCHMARKS.md, "Latent action model: why the
 # codes did not carry the action".
 #
@@ -29,7 +29,7 @@ ROBOTVID=data/videos_robot_10pt
 EPISODES=data/episodes_robot
 DEMOS=data/episodes_demos_2pt  # the few labelled demos of the action-head extension (other seeds)
 RUNS_DIR=runs/lam13
-RESULTS=results/lam13
+RESULTS=runs/lam13/results
 mkdir -p "$RUNS_DIR" "$RESULTS" logs/lam13
 
 # name | data root | extra --set overrides (space-separated key=value)
