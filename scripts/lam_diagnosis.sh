@@ -102,7 +102,7 @@ import sys
 import torch
 from conla_ros.core.config import config_to_dict, load_config
 from conla_training.engine.checkpoint import FORMAT
-from conla_training.lam_trainer import LAMRunConfig
+from conla_training.trainers.lam import LAMRunConfig
 from conla_training.models.lam import LatentActionModel
 config = load_config(LAMRunConfig, "config/lam_cpu_small.yaml")
 torch.manual_seed(0)

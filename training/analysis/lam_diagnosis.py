@@ -108,7 +108,7 @@ def replay(episode, held_out: bool, renderings: tuple[str, ...] = RENDERINGS) ->
 def load_replays(episodes_dir: Path, held_out_fraction: float, cache: Path | None = None,
                  limit: int = 0) -> list[Replay]:
     """Replays of every episode under `episodes_dir`, cached in `cache` (.npz) when given."""
-    from conla_training.eval_lam import held_out
+    from conla_training.commands.eval_lam import held_out
 
     if cache is not None and cache.exists():
         data = np.load(cache, allow_pickle=False)
@@ -160,7 +160,7 @@ def pixel_features(frames: np.ndarray, starts: np.ndarray, k: int, size: int = 1
 
 def probe_best(x_train, y_train, x_test, y_test) -> dict[str, Any]:
     """Ridge probe at the strength (of RIDGE_STRENGTHS) that scores best on the test set: an upper bound."""
-    from conla_training.eval_lam import linear_probe_r2
+    from conla_training.commands.eval_lam import linear_probe_r2
 
     best = None
     for lam in RIDGE_STRENGTHS:
@@ -245,8 +245,8 @@ def model_diagnosis(lam_path: Path, replays: list[Replay], device: str = "cpu", 
     import torch
 
     from conla_ros.core.preprocessing import preprocess_images
-    from conla_training.eval_lam import one_hot, token_agreement
-    from conla_training.lam_trainer import load_lam
+    from conla_training.commands.eval_lam import one_hot, token_agreement
+    from conla_training.trainers.lam import load_lam
 
     model, payload = load_lam(lam_path, map_location="cpu")
     model.to(device)

@@ -212,7 +212,7 @@ def test_supervised_pairs_need_a_head():
 
 
 def test_run_config_pairs_the_head_with_labelled_episodes(tmp_path):
-    from conla_training.lam_trainer import LAMRunConfig
+    from conla_training.trainers.lam import LAMRunConfig
 
     with pytest.raises(ConfigError, match=r"supervision\.episodes"):
         config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4}})
