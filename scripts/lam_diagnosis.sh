@@ -41,6 +41,7 @@ RUNS=(
   "conla_k24_res|$HUMAN|data.frame_gap=24 model.decoder_residual=true"
   "conla_k24_res_sup|$HUMAN|data.frame_gap=24 model.decoder_residual=true $SUP_SETS"  # extension
   "conla_k24_res_noise03|$HUMAN|data.frame_gap=24 model.decoder_residual=true model.quantizer.noise_scale=0.3"  # extension
+  "conla_k24_res_sup_noise03|$HUMAN|data.frame_gap=24 model.decoder_residual=true model.quantizer.noise_scale=0.3 $SUP_SETS"  # extensions
   "lapa_k24_res|$HUMAN|data.frame_gap=24 model.decoder_residual=true $LAPA_SETS"
   "conla_k24|$HUMAN|data.frame_gap=24"
   "conla_robotvid_k24_res|$ROBOTVID|data.frame_gap=24 model.decoder_residual=true"
