@@ -60,6 +60,7 @@ __all__ = [
     "ClipReadError",
     "DataConfig",
     "FramePairDataset",
+    "LabelledPairs",
     "PairBatchSampler",
     "collate_pairs",
     "list_clips",
@@ -227,3 +228,61 @@ class PairBatchSampler:
         while True:
             yield self.keys(batch)
             batch += 1
+
+
+class LabelledPairs:
+    """Labelled robot frame pairs for the LAM's action head (an extension, see LAMConfig.action_head_dim).
+
+    Every pair (o_t, o_{t+k}) of every episode (rosbag2, with commands) whose window [t, t + k) is
+    covered by commands, with the probe target of `conla eval lam`: the mean command over that
+    window. Held in memory as uint8 (a few demos are a few MB). `batch(step)` draws `batch_size`
+    pairs uniformly from a generator seeded by (seed, step), so a resumed run sees the same pairs.
+    """
+
+    def __init__(self, episodes: Sequence, spec: ImagePreprocessing, frame_gap: int, *, seed: int = 0,
+                 batch_size: int = 16) -> None:
+        self.spec, self.frame_gap, self.seed, self.batch_size = spec, frame_gap, seed, batch_size
+        self._normalise_spec = dataclasses.replace(spec, crop_fraction=1.0)
+        resize_spec = dataclasses.replace(spec, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+        self.frames: list[np.ndarray] = []
+        index, targets = [], []
+        for e, episode in enumerate(episodes):
+            commands = np.asarray(episode.commands, dtype=np.float64)  # (C, A): command t follows image t
+            unit = preprocess_images(episode.images, resize_spec)  # (T, 3, S, S)
+            self.frames.append(np.rint(unit.transpose(0, 2, 3, 1) * 255.0).astype(np.uint8))
+            for t in range(len(unit) - frame_gap):
+                if t + frame_gap <= len(commands):
+                    index.append((e, t))
+                    targets.append(commands[t : t + frame_gap].mean(0))
+        if not index:
+            raise ValueError(f"no labelled pair with frame_gap {frame_gap} in {len(episodes)} episode(s)")
+        self.index = np.asarray(index, dtype=np.int64)  # (P, 2) episode, t
+        self.targets = np.asarray(targets, dtype=np.float32)  # (P, A)
+
+    @classmethod
+    def from_folder(cls, root, spec: ImagePreprocessing, frame_gap: int, *, seed: int = 0, batch_size: int = 16,
+                    max_episodes: int = 0) -> LabelledPairs:
+        from conla_ros.episodes.reader import list_episodes, load_episode
+
+        paths = list_episodes(root)
+        if max_episodes:
+            paths = paths[:max_episodes]
+        if not paths:
+            raise ValueError(f"no robot episodes under {root}")
+        return cls([load_episode(p) for p in paths], spec, frame_gap, seed=seed, batch_size=batch_size)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def action_dim(self) -> int:
+        return self.targets.shape[1]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(o_t (M, 3, S, S), o_tk, action (M, A)) float32 for optimiser step `step`."""
+        rng = np.random.default_rng((self.seed, step, 0xAC7))
+        pick = rng.integers(0, len(self.index), self.batch_size)
+        pairs = [self.frames[e][[t, t + self.frame_gap]] for e, t in self.index[pick]]
+        unit = preprocess_images(np.concatenate(pairs), self._normalise_spec)  # (2M, 3, S, S)
+        tensor = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32)).unflatten(0, (-1, 2))
+        return tensor[:, 0], tensor[:, 1], torch.from_numpy(self.targets[pick])

@@ -24,7 +24,8 @@ NSVQ (codebook 8 × 32, see nsvq.py). No commitment or codebook loss.
 Decoder (LAPA): queries = stop-gradient patch embeddings of o_t + a learned position embedding;
 `decoder_layers` blocks of self-attention, cross-attention to the 4 quantized tokens (projected
 Dq → W, plus a learned token position embedding) and an MLP; a linear layer maps each query to
-its patch's pixels of o_{t+k}. Loss: pixel MSE (no output activation, as LAPA).
+its patch's pixels of o_{t+k}. Loss: pixel MSE (no output activation, as LAPA). `decoder_residual`
+(ours, off by default) adds o_t to that output, so the decoder predicts the change.
 
 ConLA (on when `contrast.action_contrast` or `contrast.visual_contrast`). Decision on the point
 the papers leave open — **split per token, channel-wise, before the grid shrink**: the encoder's
@@ -80,8 +81,13 @@ class QuantizerConfig:
     dead_code_threshold: float = 0.01  # dead: chosen for < this share of assignments since the last check
     dead_code_source: Literal["inputs", "used_codes"] = "inputs"
     dead_code_noise: float = 0.01
+    # Extension (issue 13's diagnosis: NSVQ's noise is as large as the spread of d, so the decoder
+    # ignores the latent): the substituted noise is noise_scale · ‖d − z‖. 1.0 = NSVQ (LAPA).
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise ValueError(f"noise_scale must be in [0, 1], got {self.noise_scale}")
         if self.num_codes < 2 or self.dim < 1:
             raise ValueError(f"num_codes must be >= 2 and dim >= 1, got {self.num_codes}, {self.dim}")
         if self.dead_code_every < 1 or self.dead_code_until < 0:
@@ -145,8 +151,21 @@ class LAMConfig:
     grid_pool: Literal["conv", "avg"] = "conv"
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    # Extension beyond LAPA/ConLA (LAOM, CLAM): a linear head from the continuous latent d to the
+    # robot action, trained on the few labelled robot pairs (`supervision:` of the run config).
+    # 0: off (LAPA and ConLA); otherwise the action's dimension (4: ee dx, dy, dz, gripper).
+    action_head_dim: int = 0
+    action_head_weight: float = 1.0
+    # Our choice where LAPA's decoder cannot copy (issue 13's diagnosis): the decoder's output is
+    # added to o_t, so it predicts the change o_{t+k} − o_t and the latent only has to explain what
+    # moved. Off (LAPA): it predicts the pixels of o_{t+k} from the patch embeddings of o_t, whose
+    # first LayerNorm removes every patch's mean colour and contrast.
+    decoder_residual: bool = False
 
     def __post_init__(self) -> None:
+        if self.action_head_dim < 0 or self.action_head_weight < 0:
+            raise ValueError(f"action_head_dim and action_head_weight must be >= 0, got "
+                             f"{self.action_head_dim}, {self.action_head_weight}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:
@@ -329,13 +348,15 @@ class LatentActionModel(nn.Module):
             self.visual_proj = self.visual_pool = None
         self.action_pool = GridPool(qc.dim, config.grid, config.latent_grid, config.grid_pool)
         self.quantizer = NSVQ(qc.num_codes, qc.dim, qc.dead_code_threshold, qc.dead_code_source,
-                              qc.dead_code_noise)
+                              qc.dead_code_noise, qc.noise_scale)
         self.code_proj = nn.Linear(qc.dim, w)
         self.code_pos = nn.Parameter(torch.zeros(1, config.num_tokens, w))  # (1, T, W)
         self.dec_pos = nn.Parameter(torch.zeros(1, n, w))  # (1, N, W)
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.dec_norm = nn.LayerNorm(w)
         self.to_pixels = nn.Linear(w, c * p * p)
+        self.action_head = (nn.Linear(config.num_tokens * qc.dim, config.action_head_dim)
+                            if config.action_head_dim else None)
         self.apply(self._init_weights)
         for pos in (self.enc_pos, self.enc_time, self.code_pos, self.dec_pos):
             nn.init.normal_(pos, std=0.02)
@@ -392,13 +413,20 @@ class LatentActionModel(nn.Module):
         z = self._pool_frames(self.visual_proj, self.visual_pool, h[..., self.config.width // 2 :])  # (B, 2, T, Dv)
         return F.normalize(z.mean(dim=1).flatten(1).float(), dim=-1)  # (B, T·Dv)
 
-    def decode(self, queries: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-        """Queries (B, N, W) + quantized latent (B, T, Dq) → predicted o_{t+k} (B, C, S, S)."""
+    def decode(self, queries: torch.Tensor, quantized: torch.Tensor, o_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries (B, N, W) + quantized latent (B, T, Dq) → predicted o_{t+k} (B, C, S, S).
+
+        With `decoder_residual` the prediction is o_t (B, C, S, S, then required) + the output."""
         context = self.code_proj(quantized) + self.code_pos  # (B, T, W)
         x = queries + self.dec_pos  # (B, N, W)
         for block in self.decoder:
             x = block(x, context)
-        return self.unpatchify(self.to_pixels(self.dec_norm(x)))  # (B, C, S, S)
+        out = self.unpatchify(self.to_pixels(self.dec_norm(x)))  # (B, C, S, S)
+        if self.config.decoder_residual:
+            if o_t is None:
+                raise ValueError("decoder_residual: decode needs o_t")
+            out = o_t + out
+        return out
 
     # --- public API ---
 
@@ -410,12 +438,15 @@ class LatentActionModel(nn.Module):
         o_t2: torch.Tensor | None = None,
         o_tk2: torch.Tensor | None = None,
         contrast: bool = True,
+        supervised: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[LAMOutput, torch.Tensor]:
         """(B, C, S, S) o_t, o_{t+k} in [0, 1] → (LAMOutput, total loss).
 
         labels (B,) int64 action categories (< 0: unlabelled) for SupCon; o_t2/o_tk2 a second
         pair of the same clips, needed for visual contrast without time reversal; contrast=False
-        during the MSE-only warm-up.
+        during the MSE-only warm-up. `supervised` = (o_t (M, C, S, S), o_tk, action (M, A)): labelled
+        robot pairs for the action head (extension, `action_head_dim` > 0): their d goes through
+        the head, MSE to the action, weighted by `action_head_weight` (loss "supervised").
         """
         cc = self.config.contrast
         b = o_t.shape[0]
@@ -434,7 +465,7 @@ class LatentActionModel(nn.Module):
             h, emb_t = self.encode(o_t, o_tk)  # (B, 2, N, W), (B, N, W)
         d = self.action_latent(h)  # (B, T, Dq)
         quantized, codes = self.quantizer(d)  # (B, T, Dq), (B, T)
-        recon = self.decode(emb_t.detach(), quantized)  # (B, C, S, S)
+        recon = self.decode(emb_t.detach(), quantized, o_t)  # (B, C, S, S)
         mse = F.mse_loss(recon.float(), o_tk.float())
         loss, losses = mse, {"mse": mse.detach()}
         if contrast and cc.action_contrast and labels is not None:
@@ -445,7 +476,27 @@ class LatentActionModel(nn.Module):
             visual = info_nce_loss(self.visual_embedding(h), self.visual_embedding(h_pos), cc.temperature)
             loss = loss + cc.visual_weight * visual
             losses["visual"] = visual.detach()
+        if supervised is not None:
+            if self.action_head is None:
+                raise ValueError("labelled pairs given but the model has no action head (action_head_dim: 0)")
+            s_t, s_tk, action = supervised
+            d_sup = self.action_latent(self.encode(s_t, s_tk)[0])  # (M, T, Dq)
+            sup = F.mse_loss(self.action_head(self._noise_substituted(d_sup).flatten(1)).float(), action.float())
+            loss = loss + self.config.action_head_weight * sup
+            losses["supervised"] = sup.detach()
         return LAMOutput(recon=recon, codes=codes, latent=d, losses=losses), loss
+
+    def _noise_substituted(self, d: torch.Tensor) -> torch.Tensor:
+        """NSVQ's training output for d (the nearest code's error replaced by noise of its size), in
+        eval mode the nearest code itself — without touching the quantizer's usage counts, so labelled
+        pairs never steer dead-code replacement. The action head reads this, so what it learns to
+        decode is what survives quantization."""
+        hard = self.quantizer.lookup(self.quantizer.nearest(d)).to(d.dtype)  # (M, T, Dq)
+        if not self.training:
+            return hard
+        v = torch.randn_like(d)
+        scale = self.quantizer.noise_scale
+        return d + scale * (d - hard).norm(dim=-1, keepdim=True) / (v.norm(dim=-1, keepdim=True) + 1e-12) * v
 
     @torch.no_grad()
     def encode_codes(self, o_t: torch.Tensor, o_tk: torch.Tensor) -> torch.Tensor:
@@ -457,4 +508,4 @@ class LatentActionModel(nn.Module):
     def reconstruct(self, o_t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """o_t (B, C, S, S) + codes (B, T) → predicted o_{t+k} (B, C, S, S): what a latent action does."""
         emb_t = self.patch_embed(self.patchify(o_t))  # (B, N, W)
-        return self.decode(emb_t, self.quantizer.lookup(codes))
+        return self.decode(emb_t, self.quantizer.lookup(codes), o_t)

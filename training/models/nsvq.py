@@ -44,6 +44,8 @@ class NSVQ(nn.Module):
             check is dead.
         source: where replacements come from, "inputs" (recent input vectors) or "used_codes".
         noise: relative noise added to a replacement (× the RMS of the codebook).
+        noise_scale: the substituted noise is this times ‖d − z‖ (1: NSVQ). Below 1 (ours, an
+            extension) the decoder sees the latent more clearly than the quantizer will give it.
     """
 
     def __init__(
@@ -53,9 +55,10 @@ class NSVQ(nn.Module):
         threshold: float = 0.01,
         source: Literal["inputs", "used_codes"] = "inputs",
         noise: float = 0.01,
+        noise_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.num_codes, self.dim = num_codes, dim
+        self.num_codes, self.dim, self.noise_scale = num_codes, dim, noise_scale
         self.threshold, self.source, self.noise = threshold, source, noise
         self.codebook = nn.Parameter(torch.randn(num_codes, dim))  # (K, D), LAPA: normal init
         self.register_buffer("usage", torch.zeros(num_codes, dtype=torch.long))  # (K,) since last check
@@ -85,7 +88,7 @@ class NSVQ(nn.Module):
             self._recent = d.detach().reshape(-1, self.dim).float()
         v = torch.randn_like(d)  # (..., D)
         residual_norm = (d - hard).norm(dim=-1, keepdim=True)  # (..., 1)
-        noise = residual_norm / (v.norm(dim=-1, keepdim=True) + EPS) * v  # (..., D)
+        noise = self.noise_scale * residual_norm / (v.norm(dim=-1, keepdim=True) + EPS) * v  # (..., D)
         return d + noise, codes
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:

@@ -23,25 +23,51 @@ import torch
 import yaml
 
 from conla_ros.core.config import config_from_dict, config_to_dict
-from conla_training.datasets.video_pairs import DataConfig, FramePairDataset, collate_pairs
+from conla_training.datasets.video_pairs import DataConfig, FramePairDataset, LabelledPairs, collate_pairs
 from conla_training.engine.checkpoint import load_checkpoint
 from conla_training.engine.config import TrainConfig
 from conla_training.engine.loader import batch_loader
 from conla_training.engine.trainer import Trainer
 from conla_training.models.lam import LAMConfig, LatentActionModel
 
-__all__ = ["LAMRunConfig", "LAMTrainer", "load_lam", "train_lam"]
+__all__ = ["LAMRunConfig", "LAMTrainer", "SupervisionConfig", "load_lam", "train_lam"]
 
 SAMPLE_ITEMS = 8
 
 
 @dataclass(frozen=True)
+class SupervisionConfig:
+    """Extension beyond LAPA/ConLA (LAOM, CLAM): a few labelled robot episodes for the action head.
+
+    Used exactly when `model.action_head_dim` > 0; every step adds `batch_size` labelled pairs
+    (LabelledPairs) to the unlabelled batch. Keep these episodes apart from the probe's held-out ones.
+    """
+
+    episodes: Path | None = None  # rosbag2 robot episodes with commands (e.g. 2 demos per task)
+    batch_size: int = 16
+    max_episodes: int = 0  # only the first N (0: all)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_episodes < 0:
+            raise ValueError(f"batch_size must be >= 1 and max_episodes >= 0, got {self.batch_size}, "
+                             f"{self.max_episodes}")
+
+
+@dataclass(frozen=True)
 class LAMRunConfig:
-    """One YAML file: `model:` (LAMConfig), `data:` (DataConfig), `train:` (TrainConfig)."""
+    """One YAML file: `model:` (LAMConfig), `data:` (DataConfig), `train:` (TrainConfig), and
+    `supervision:` (SupervisionConfig, only with an action head)."""
 
     model: LAMConfig = field(default_factory=LAMConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+
+    def __post_init__(self) -> None:
+        if (self.model.action_head_dim > 0) != (self.supervision.episodes is not None):
+            raise ValueError("model.action_head_dim > 0 and supervision.episodes go together: the action head "
+                             f"needs labelled episodes and they need a head (got action_head_dim "
+                             f"{self.model.action_head_dim}, supervision.episodes {self.supervision.episodes})")
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -75,6 +101,15 @@ class LAMTrainer(Trainer):
             config.data, config.model.preprocessing(), seed=config.train.seed,
             second_pair=contrast.needs_second_pair)
         self.note_skipped((str(Path(config.data.root) / name), reason) for name, reason in missing)
+        self.labelled: LabelledPairs | None = None
+        sup = config.supervision
+        if sup.episodes is not None:
+            self.labelled = LabelledPairs.from_folder(sup.episodes, config.model.preprocessing(), config.data.frame_gap,
+                                                      seed=config.train.seed, batch_size=sup.batch_size,
+                                                      max_episodes=sup.max_episodes)
+            if self.labelled.action_dim != config.model.action_head_dim:
+                raise ValueError(f"supervision.episodes have {self.labelled.action_dim}-dimensional actions, "
+                                 f"model.action_head_dim is {config.model.action_head_dim}")
 
     def build_model(self) -> LatentActionModel:
         model = LatentActionModel(self.config.model)
@@ -90,8 +125,11 @@ class LAMTrainer(Trainer):
 
     def compute_loss(self, model, batch: dict, step: int):
         contrast = step >= self.config.model.contrast.warmup_steps
+        supervised = None
+        if self.labelled is not None:
+            supervised = tuple(x.to(batch["o_t"].device) for x in self.labelled.batch(step))
         output, loss = model(batch["o_t"], batch["o_tk"], labels=batch["label"], o_t2=batch.get("o_t2"),
-                             o_tk2=batch.get("o_tk2"), contrast=contrast)
+                             o_tk2=batch.get("o_tk2"), contrast=contrast, supervised=supervised)
         zero = loss.detach() * 0
         quantizer = getattr(model, "module", model).quantizer
         codes = output.codes
@@ -100,6 +138,7 @@ class LAMTrainer(Trainer):
             "loss/mse": output.losses["mse"],
             "loss/action": output.losses.get("action", zero),
             "loss/visual": output.losses.get("visual", zero),
+            "loss/supervised": output.losses.get("supervised", zero),
             "codebook/perplexity": quantizer.perplexity(codes),
             "codebook/usage": torch.unique(codes).numel() / torch.tensor(float(quantizer.num_codes)),
         }
@@ -124,7 +163,8 @@ class LAMTrainer(Trainer):
 
     def summary_extra(self) -> dict[str, Any]:
         return {"clips": len(self.dataset.clips), "label_names": list(self.dataset.label_names),
-                "parameters": getattr(self, "num_parameters", None)}
+                "parameters": getattr(self, "num_parameters", None),
+                "labelled_pairs": len(self.labelled) if self.labelled is not None else 0}
 
 
 def train_lam(config: LAMRunConfig, resume: bool = False) -> int:

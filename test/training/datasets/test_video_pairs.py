@@ -161,3 +161,26 @@ def test_episodes_format_reads_the_camera_topic(tmp_path):
     assert sample["o_t"].shape == (3, 32, 32)
     # Frame k has red = 40k; the pair is 2 frames apart.
     assert float(sample["o_tk"][0, 0, 0] - sample["o_t"][0, 0, 0]) == pytest.approx(80 / 255, abs=1e-6)
+
+
+def test_labelled_pairs_targets_and_deterministic_batches():
+    from types import SimpleNamespace
+
+    from conla_ros.core.preprocessing import ImagePreprocessing
+    from conla_training.datasets.video_pairs import LabelledPairs
+
+    rng = np.random.default_rng(0)
+    episodes = [SimpleNamespace(images=rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8),
+                                commands=rng.uniform(-1, 1, (11, 4))) for _ in range(2)]
+    spec = ImagePreprocessing(size=16, crop_fraction=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    pairs = LabelledPairs(episodes, spec, frame_gap=3, seed=5, batch_size=4)
+    assert len(pairs) == 2 * 9 and pairs.action_dim == 4  # t in 0..8: t + 3 <= 11 commands
+    e, t = pairs.index[5]
+    np.testing.assert_allclose(pairs.targets[5], episodes[e].commands[t : t + 3].mean(0), rtol=1e-6)
+    o_t, o_tk, action = pairs.batch(7)
+    assert o_t.shape == o_tk.shape == (4, 3, 16, 16) and action.shape == (4, 4)
+    again = pairs.batch(7)
+    assert torch.equal(o_t, again[0]) and torch.equal(action, again[2])
+    assert not torch.equal(action, pairs.batch(8)[2])
+    with pytest.raises(ValueError, match="no labelled pair"):
+        LabelledPairs(episodes, spec, frame_gap=20)

@@ -173,3 +173,69 @@ def test_shipped_configs_load(repo_root, name):
     config = load_config(LAMRunConfig, repo_root / "config" / name)
     assert config.model.num_tokens == 4 and config.model.quantizer.num_codes == 8
     assert config.model.quantizer.dim == 32
+
+
+# --- extension: the action head on the latent (LAOM/CLAM-style few-label supervision) ---------------
+
+
+def test_action_head_off_by_default_and_validated():
+    assert LatentActionModel(TINY).action_head is None
+    with pytest.raises(ConfigError, match="action_head_dim"):
+        config_from_dict(LAMConfig, {"action_head_dim": -1})
+    with pytest.raises(ConfigError, match="action_head_weight"):
+        config_from_dict(LAMConfig, {"action_head_dim": 4, "action_head_weight": -0.5})
+
+
+def test_supervised_pairs_train_the_action_head_and_the_encoder():
+    torch.manual_seed(0)
+    model = LatentActionModel(dataclasses.replace(_config(**ABLATIONS["conla"]), action_head_dim=4,
+                                                  action_head_weight=2.0))
+    o_t, o_tk, labels = _batch()
+    s_t, s_tk, _ = _batch(b=3, seed=1)
+    action = torch.rand(3, 4)
+    out, loss = model(o_t, o_tk, labels=labels, supervised=(s_t, s_tk, action))
+    assert "supervised" in out.losses
+    expected = sum(v.item() for k, v in out.losses.items() if k != "supervised") + 2.0 * out.losses["supervised"].item()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    usage_before = model.quantizer.usage.clone()
+    loss.backward()
+    assert model.action_head.weight.grad is not None and model.action_head.weight.grad.abs().sum() > 0
+    assert model.patch_embed[1].weight.grad is not None
+    assert torch.equal(model.quantizer.usage, usage_before)  # labelled pairs are not counted by the quantizer
+
+
+def test_supervised_pairs_need_a_head():
+    model = LatentActionModel(TINY)
+    o_t, o_tk, labels = _batch()
+    with pytest.raises(ValueError, match="action head"):
+        model(o_t, o_tk, labels=labels, supervised=(o_t[:2], o_tk[:2], torch.zeros(2, 4)))
+
+
+def test_run_config_pairs_the_head_with_labelled_episodes(tmp_path):
+    from conla_training.trainers.lam import LAMRunConfig
+
+    with pytest.raises(ConfigError, match=r"supervision\.episodes"):
+        config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4}})
+    with pytest.raises(ConfigError, match="action_head_dim"):
+        config_from_dict(LAMRunConfig, {"supervision": {"episodes": str(tmp_path)}})
+    with pytest.raises(ConfigError, match="batch_size"):
+        config_from_dict(LAMRunConfig, {"supervision": {"batch_size": 0}})
+    config = config_from_dict(LAMRunConfig, {"model": {"action_head_dim": 4},
+                                             "supervision": {"episodes": str(tmp_path)}})
+    assert config.supervision.batch_size == 16
+
+
+def test_decoder_residual_adds_o_t_to_the_decoder_output():
+    torch.manual_seed(0)
+    plain = LatentActionModel(TINY)
+    torch.manual_seed(0)
+    residual = LatentActionModel(dataclasses.replace(TINY, decoder_residual=True))
+    residual.load_state_dict(plain.state_dict())
+    o_t, o_tk, _ = _batch()
+    codes = plain.eval().encode_codes(o_t, o_tk)
+    residual.eval()
+    assert torch.allclose(residual.reconstruct(o_t, codes), plain.reconstruct(o_t, codes) + o_t, atol=1e-6)
+    emb = residual.patch_embed(residual.patchify(o_t))
+    with pytest.raises(ValueError, match="needs o_t"):
+        residual.decode(emb, torch.zeros(6, 4, 32))
+    assert not LAMConfig().decoder_residual  # LAPA's decoder by default

@@ -73,3 +73,21 @@ def test_perplexity():
     q = _quantizer()
     assert q.perplexity(torch.zeros(10, dtype=torch.long)).item() == pytest.approx(1.0)
     assert q.perplexity(torch.arange(8)).item() == pytest.approx(8.0, rel=1e-5)
+
+
+def test_noise_scale_shrinks_the_substituted_noise():
+    torch.manual_seed(0)
+    q = NSVQ(8, 4, noise_scale=0.25).train()
+    d = torch.randn(64, 4)
+    out, codes = q(d)
+    residual = (d - q.codebook[codes]).norm(dim=-1)
+    assert torch.allclose((out - d).norm(dim=-1), 0.25 * residual, atol=1e-5)
+    assert NSVQ(8, 4).noise_scale == 1.0  # NSVQ as published by default
+
+
+def test_noise_scale_is_validated_in_the_config():
+    from conla_ros.core.config import ConfigError, config_from_dict
+    from conla_training.models.lam import LAMConfig
+
+    with pytest.raises(ConfigError, match="noise_scale"):
+        config_from_dict(LAMConfig, {"quantizer": {"noise_scale": 1.5}})

@@ -146,3 +146,21 @@ def test_two_process_ddp_gloo_run_finishes_and_ranks_agree(tiny_config_path, vid
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_00000003", "step_00000006"]
     assert sorted(p.name for p in (run_dir / "checkpoints" / "step_00000006").iterdir()) == [
         "checkpoint.pt", "config.yaml", "rng_rank0.pt", "rng_rank1.pt"]
+
+
+def test_tiny_run_with_the_action_head_and_labelled_episodes(tiny_config_path, clean_video_root, tmp_path):
+    from fixtures.tiny_episodes import write_tiny_episode
+
+    from conla_ros.episodes.contract import EE_DELTA
+
+    demos = tmp_path / "demos"
+    for seed in range(2):
+        write_tiny_episode(demos / f"reach_{seed}", EE_DELTA, steps=8, seed=seed, size=32)
+    config = _config(tiny_config_path, clean_video_root, tmp_path / "run", "model.action_head_dim=4",
+                     "model.decoder_residual=true", f"supervision.episodes={demos}", "supervision.batch_size=4")
+    assert train_lam(config) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["labelled_pairs"] > 0
+    assert summary["last_scalars"]["loss/supervised"] > 0
+    model, _ = load_lam(tmp_path / "run")
+    assert model.action_head is not None and model.config.decoder_residual
