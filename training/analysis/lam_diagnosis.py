@@ -1,4 +1,4 @@
-"""Why do (or don't) the latent codes carry the action? Measurements for issue 13, point 1.
+"""Why do (or don't) the latent codes carry the action? The measurements behind BENCHMARKS.md's LAM diagnosis.
 
 `python -m conla_training.analysis.lam_diagnosis --episodes DIR [--lam RUN ...] --out FILE.json`
 

@@ -81,7 +81,7 @@ class QuantizerConfig:
     dead_code_threshold: float = 0.01  # dead: chosen for < this share of assignments since the last check
     dead_code_source: Literal["inputs", "used_codes"] = "inputs"
     dead_code_noise: float = 0.01
-    # Extension (issue 13's diagnosis: NSVQ's noise is as large as the spread of d, so the decoder
+    # Extension (the LAM diagnosis in BENCHMARKS.md: NSVQ's noise is as large as the spread of d, so the decoder
     # ignores the latent): the substituted noise is noise_scale · ‖d − z‖. 1.0 = NSVQ (LAPA).
     noise_scale: float = 1.0
 
@@ -156,7 +156,7 @@ class LAMConfig:
     # 0: off (LAPA and ConLA); otherwise the action's dimension (4: ee dx, dy, dz, gripper).
     action_head_dim: int = 0
     action_head_weight: float = 1.0
-    # Our choice where LAPA's decoder cannot copy (issue 13's diagnosis): the decoder's output is
+    # Our choice where LAPA's decoder cannot copy (the LAM diagnosis in BENCHMARKS.md): the decoder's output is
     # added to o_t, so it predicts the change o_{t+k} − o_t and the latent only has to explain what
     # moved. Off (LAPA): it predicts the pixels of o_{t+k} from the patch embeddings of o_t, whose
     # first LayerNorm removes every patch's mean colour and contrast.
