@@ -87,5 +87,5 @@ run_row() {  # ROW
 if [[ ${1:-} == --table ]]; then
     exec python -m conla_ros.eval.compare "$OUT"/*/eval.json
 fi
-[[ $# -gt 0 ]] || { sed -n 2,17p "$0"; exit 2; }
+[[ $# -gt 0 ]] || { sed -n 2,23p "$0"; exit 2; }
 for row in "$@"; do run_row "$row"; done
