@@ -22,7 +22,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from fixtures.ros_nodes import node_factory  # noqa: E402
-from fixtures.ros_peer import Peer  # noqa: E402
+from fixtures.ros_peer import Peer, peers  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.client import Client  # noqa: E402
 from rclpy.publisher import Publisher  # noqa: E402
@@ -125,13 +125,11 @@ class Recorder:
 @pytest.fixture
 def make_recorder(tmp_path: Path) -> Iterator:
     """make_recorder(**params) -> Recorder writing under tmp_path/out unless told otherwise, torn down at the end."""
-    peers: list[Peer] = []
-    with node_factory(RecorderNode) as make:
+    with node_factory(RecorderNode) as make, peers() as peer_for:
 
         def make_with_peer(**params) -> Recorder:
             node = make(**{"output_dir": str(tmp_path / "out"), **params})
-            peer = Peer(node)
-            peers.append(peer)
+            peer = peer_for(node)
             return Recorder(
                 node=node, peer=peer,
                 camera=peer.publisher(Image, peer.topic("camera_topic"), CAMERA_QOS),
@@ -144,11 +142,7 @@ def make_recorder(tmp_path: Path) -> Iterator:
                 set_success=peer.client(SetBool, "~/set_success"),
                 states=peer.subscription(String, "~/state", _LATCHED))
 
-        try:
-            yield make_with_peer
-        finally:
-            for peer in peers:
-                peer.close()
+        yield make_with_peer
 
 
 def test_start_stop_writes_an_episode_the_reader_decodes_exactly(make_recorder, tmp_path: Path) -> None:

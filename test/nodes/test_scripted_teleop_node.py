@@ -18,7 +18,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from fixtures.ros_nodes import node_factory  # noqa: E402
-from fixtures.ros_peer import Peer  # noqa: E402
+from fixtures.ros_peer import Peer, peers  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.client import Client  # noqa: E402
 from rclpy.publisher import Publisher  # noqa: E402
@@ -68,13 +68,11 @@ class Teleop:
 @pytest.fixture
 def teleop() -> Iterator:
     """teleop(**params) -> Teleop, torn down at the end of the test."""
-    peers: list[Peer] = []
-    with node_factory(ScriptedTeleopNode) as make:
+    with node_factory(ScriptedTeleopNode) as make, peers() as peer_for:
 
         def make_teleop(**params) -> Teleop:
             node = make(**params)
-            peer = Peer(node)
-            peers.append(peer)
+            peer = peer_for(node)
             return Teleop(node=node, peer=peer,
                           state=peer.publisher(Float64MultiArray, peer.topic("state_topic"), COMMAND_QOS),
                           status=peer.publisher(String, peer.topic("status_topic"), EPISODE_STATUS_QOS),
@@ -82,11 +80,7 @@ def teleop() -> Iterator:
                           twists=peer.subscription(TwistStamped, peer.topic("ee_twist_topic"), _INBOX_QOS),
                           grippers=peer.subscription(Float64MultiArray, peer.topic("gripper_topic"), _INBOX_QOS))
 
-        try:
-            yield make_teleop
-        finally:
-            for peer in peers:
-                peer.close()
+        yield make_teleop
 
 
 def test_commands_the_experts_action_until_success_and_only_when_enabled(teleop) -> None:

@@ -19,7 +19,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from fixtures.ros_nodes import node_factory  # noqa: E402
-from fixtures.ros_peer import Peer  # noqa: E402
+from fixtures.ros_peer import Peer, peers  # noqa: E402
 from geometry_msgs.msg import TwistStamped  # noqa: E402
 from rclpy.client import Client  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -93,12 +93,10 @@ class Arm:
 @pytest.fixture
 def make_arm() -> Iterator:
     """make_arm(**params) -> SimArmNode (not yet spun); `make_arm.connect(node)` -> Arm, which spins it."""
-    peers: list[Peer] = []
-    with node_factory(SimArmNode) as make:
+    with node_factory(SimArmNode) as make, peers() as peer_for:
 
         def connect(node: SimArmNode) -> Arm:
-            peer = Peer(node)
-            peers.append(peer)
+            peer = peer_for(node)
             return Arm(node=node, peer=peer,
                        twist_pub=peer.publisher(TwistStamped, peer.topic("ee_twist_topic"), COMMAND_QOS),
                        gripper_pub=peer.publisher(Float64MultiArray, peer.topic("gripper_topic"), COMMAND_QOS),
@@ -108,11 +106,7 @@ def make_arm() -> Iterator:
                        status_msgs=peer.subscription(String, peer.topic("status_topic"), _LATCHED))
 
         make.connect = connect
-        try:
-            yield make
-        finally:
-            for peer in peers:
-                peer.close()
+        yield make
 
 
 @pytest.mark.parametrize(("params", "words"), [
