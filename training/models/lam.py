@@ -487,16 +487,11 @@ class LatentActionModel(nn.Module):
         return LAMOutput(recon=recon, codes=codes, latent=d, losses=losses), loss
 
     def _noise_substituted(self, d: torch.Tensor) -> torch.Tensor:
-        """NSVQ's training output for d (the nearest code's error replaced by noise of its size), in
-        eval mode the nearest code itself — without touching the quantizer's usage counts, so labelled
-        pairs never steer dead-code replacement. The action head reads this, so what it learns to
-        decode is what survives quantization."""
-        hard = self.quantizer.lookup(self.quantizer.nearest(d)).to(d.dtype)  # (M, T, Dq)
-        if not self.training:
-            return hard
-        v = torch.randn_like(d)
-        scale = self.quantizer.noise_scale
-        return d + scale * (d - hard).norm(dim=-1, keepdim=True) / (v.norm(dim=-1, keepdim=True) + 1e-12) * v
+        """NSVQ's output for d (training: the nearest code's error replaced by noise of its size; eval:
+        the nearest code), without touching the quantizer's usage counts, so labelled pairs never
+        steer dead-code replacement. The action head reads this, so what it learns to decode is what
+        survives quantization."""
+        return self.quantizer(d, track_usage=False)[0]  # (M, T, Dq)
 
     @torch.no_grad()
     def encode_codes(self, o_t: torch.Tensor, o_tk: torch.Tensor) -> torch.Tensor:

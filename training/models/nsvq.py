@@ -73,19 +73,20 @@ class NSVQ(nn.Module):
         )  # (M, K)
         return dist2.argmin(dim=1).reshape(d.shape[:-1])
 
-    def forward(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, d: torch.Tensor, track_usage: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., D) → (quantized (..., D), codes (...,) int64).
 
-        Training: d + ‖d − z‖/‖v‖·v (noise substitution) and the usage counts are updated.
-        Eval: z, the nearest code.
+        Training: d + ‖d − z‖/‖v‖·v (noise substitution) and, with `track_usage`, the usage counts
+        are updated (off for inputs that must not steer dead-code replacement). Eval: z, the nearest code.
         """
         codes = self.nearest(d)  # (...,)
         hard = self.codebook[codes].to(d.dtype)  # (..., D)
         if not self.training:
             return hard, codes
-        with torch.no_grad():
-            self.usage += torch.bincount(codes.reshape(-1), minlength=self.num_codes)
-            self._recent = d.detach().reshape(-1, self.dim).float()
+        if track_usage:
+            with torch.no_grad():
+                self.usage += torch.bincount(codes.reshape(-1), minlength=self.num_codes)
+                self._recent = d.detach().reshape(-1, self.dim).float()
         v = torch.randn_like(d)  # (..., D)
         residual_norm = (d - hard).norm(dim=-1, keepdim=True)  # (..., 1)
         noise = self.noise_scale * residual_norm / (v.norm(dim=-1, keepdim=True) + EPS) * v  # (..., D)
