@@ -13,7 +13,7 @@
 # px64_no_instruction_dropout), variants (px64_instruction_noise, chunk16), demos2 (2 demos per
 # task), and candidates on top of the recipe: px128 (128-px camera, ~1.8x the cost), px112 (the
 # 128-px recordings resized to 112, ~1.4x; evaluated on 128-px frames, resized as in training), steps8000
-# (twice the training) and bins (256 quantile bins per dimension, argmax decoding: a head that can
+# (twice the training), batch32 (twice the updates at the same cost: batch 32 for 8000 steps) and bins (256 quantile bins per dimension, argmax decoding: a head that can
 # keep several modes). Every stage is skipped when its output is complete; a half-trained run
 # resumes from its newest checkpoint. Run two rows side by side on a 2-core machine (one thread each).
 #   Inputs: 10 expert demos per MT10 task, seeds 500000+, at 96, 64 and (px128) 128 px:
@@ -51,6 +51,7 @@ row_args() {  # ROW -> extra `conla train policy` arguments on top of $CONFIG
         bins) echo "--set model.head=bins --set model.bins_decode=argmax" ;;
         px128) echo "--set data.root=$DEMOS_128 --set model.preprocessing.size=128 --set augment.random_shift=8" ;;
         steps8000) echo "--set train.steps=8000" ;;
+        batch32) echo "--set train.batch_size=32 --set train.steps=8000" ;;
         px112) echo "--set data.root=$DEMOS_128 --set model.preprocessing.size=112 --set augment.random_shift=7" ;;
         *) echo "unknown row '$1' (see row_args in $0)" >&2; return 2 ;;
     esac

@@ -7,11 +7,14 @@ own name: r1_eval.json → r1_eval). Two reports are
 paired episode by episode on (task, seed): the sign test counts the episodes one row won and the
 other lost, and gives the exact two-sided binomial p-value under "both rows equally good".
 Rows named `X_seedN` are also pooled with row X into a mean ± sample standard deviation over
-training seeds.
+training seeds, and two such groups are compared seed by seed: the episodes of X_seedN are paired
+with those of Y_seedN (X itself is seed 0), and the wins and losses are summed over the seeds both
+groups have, one sign test on the pooled counts.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -20,15 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_report", "main", "seed_summary", "sign_test", "success_table"]
+__all__ = ["load_report", "main", "pooled_paired", "seed_summary", "sign_test", "success_table"]
+
+_SEED = re.compile(r"_seed(\d+)$")
 
 
 def load_report(path: Path) -> dict:
     """One eval report as {"name", "episodes": {(task, seed): success}, "tasks": [...]}."""
-    data = json.loads(Path(path).read_text())
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no eval report at {path} (write one with `conla eval sim --json`)")
+    data = json.loads(path.read_text())
     episodes = {(e["task"], int(e["seed"])): bool(e["success"]) for e in data["episodes"]}
     tasks = list(dict.fromkeys(e["task"] for e in data["episodes"]))
-    path = Path(path)
     name = path.parent.name if path.name == "eval.json" else path.stem
     return {"name": name, "episodes": episodes, "tasks": tasks}
 
@@ -72,21 +79,47 @@ def paired(a: dict, b: dict) -> tuple[int, int, int]:
     return wins, losses, len(keys)
 
 
+def _group_and_seed(name: str) -> tuple[str, int]:
+    """"X_seedN" -> ("X", N); any other name is its own group at seed 0."""
+    match = _SEED.search(name)
+    return (name[:match.start()], int(match.group(1))) if match else (name, 0)
+
+
 def seed_summary(reports: list[dict]) -> dict[str, list[float]]:
     """{row: [mean success of each training seed]} for rows X and X_seedN."""
     groups: dict[str, list[float]] = {}
     for r in reports:
-        base = re.sub(r"_seed\d+$", "", r["name"])
+        base, _ = _group_and_seed(r["name"])
         groups.setdefault(base, []).append(float(np.mean(list(r["episodes"].values()))))
     return groups
 
 
+def pooled_paired(reports: list[dict], a: str, b: str) -> tuple[int, int, list[int]]:
+    """Groups `a` and `b` compared seed by seed: (wins of a, wins of b, the seeds both have), summed."""
+    by_seed: dict[str, dict[int, dict]] = {}
+    for r in reports:
+        group, seed = _group_and_seed(r["name"])
+        by_seed.setdefault(group, {})[seed] = r
+    seeds = sorted(by_seed.get(a, {}).keys() & by_seed.get(b, {}).keys())
+    wins = losses = 0
+    for seed in seeds:
+        won, lost, _ = paired(by_seed[a][seed], by_seed[b][seed])
+        wins, losses = wins + won, losses + lost
+    return wins, losses, seeds
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
-    if not paths:
+    parser = argparse.ArgumentParser(prog="python -m conla_ros.eval.compare", description=__doc__.split("\n")[0])
+    parser.add_argument("reports", nargs="*", type=Path, help="`conla eval sim --json` files (the first is the base)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.reports:
         print("usage: python -m conla_ros.eval.compare EVAL.json [EVAL.json ...]", file=sys.stderr)
         return 2
-    reports = [load_report(p) for p in paths]
+    try:
+        reports = [load_report(p) for p in args.reports]
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(success_table(reports))
     first = reports[0]
     print(f"\npaired sign tests against {first['name']} (won : lost, of shared episodes):")
@@ -97,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, means in groups.items():
         print(f"\n{name} over {len(means)} training seeds: mean {100 * np.mean(means):.1f}% ± "
               f"{100 * np.std(means, ddof=1):.1f} (seeds: {', '.join(f'{100 * m:.0f}%' for m in means)})")
+    base_group = _group_and_seed(first["name"])[0]
+    for group in dict.fromkeys(_group_and_seed(r["name"])[0] for r in reports):
+        won, lost, seeds = pooled_paired(reports, base_group, group)
+        if group != base_group and len(seeds) > 1:
+            print(f"  {base_group} vs {group}, pooled over seeds {', '.join(map(str, seeds))}: {won} : {lost}, "
+                  f"p = {sign_test(won, lost):.3g}")
     return 0
 
 

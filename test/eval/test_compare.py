@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conla_ros.eval.compare import load_report, main, paired, seed_summary, sign_test, success_table
+from conla_ros.eval.compare import load_report, main, paired, pooled_paired, seed_summary, sign_test, success_table
 from conla_ros.eval.report import EpisodeResult, EvalReport
 
 
@@ -70,3 +70,26 @@ def test_it_runs_as_the_module_the_ablation_script_calls(tmp_path: Path) -> None
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].split() == ["task", "row"]
+
+
+def test_seed_groups_are_paired_seed_by_seed_and_pooled(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    outcomes = {  # row -> successes on reach seeds 0..3
+        "a": [1, 1, 0, 0], "a_seed1": [1, 0, 0, 0],
+        "b": [0, 0, 0, 0], "b_seed1": [1, 1, 1, 0], "b_seed2": [1, 1, 1, 1],
+    }
+    paths = [write_report(tmp_path / name / "eval.json", {("reach", s): bool(v) for s, v in enumerate(values)})
+             for name, values in outcomes.items()]
+    reports = [load_report(p) for p in paths]
+    # seed 0: a wins 2, b wins 0; seed 1: a wins 0, b wins 2; b_seed2 has no partner.
+    assert pooled_paired(reports, "a", "b") == (2, 2, [0, 1])
+    assert main([str(p) for p in paths]) == 0
+    assert "a vs b, pooled over seeds 0, 1: 2 : 2, p = 1" in capsys.readouterr().out
+
+
+def test_a_missing_report_is_named_in_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(tmp_path / "nope" / "eval.json")]) == 2
+    err = capsys.readouterr().err
+    assert "no eval report at" in err and "nope/eval.json" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
