@@ -147,9 +147,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     coder, info = load_coder(args.lam, args.device)
     spec, frame_gap = info["spec"], args.frame_gap or info["frame_gap"]
-    num_codes = args.num_codes
+    num_codes = args.num_codes or info["num_codes"]  # the LAM's own codebook size unless overridden
     results: dict[str, Any] = {"lam": info["path"], "lam_step": info["step"], "backend": info["backend"],
-                               "frame_gap": frame_gap, "stride": args.stride, "held_out_fraction": args.held_out}
+                               "frame_gap": frame_gap, "stride": args.stride, "held_out_fraction": args.held_out,
+                               "num_codes": num_codes}
     all_codes: list[np.ndarray] = []
     skipped: dict[str, str] = {}
 
@@ -231,7 +232,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def format_table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, str]] = [("LAM", f"{results['lam']} (step {results['lam_step']}, {results['backend']})")]
     if "perplexity" in results:
-        rows.append(("codebook perplexity (of 8)", f"{results['perplexity']:.3f}"))
+        rows.append((f"codebook perplexity (of {results['num_codes']})", f"{results['perplexity']:.3f}"))
         rows.append(("distinct 4-code actions", f"{results['distinct_actions']} over {results['pairs']} pairs"))
     if "category_accuracy" in results:
         c = results["category_accuracy"]
@@ -263,7 +264,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", type=float, default=0.3, help="held-out share of clips / episodes")
     parser.add_argument("--frame-gap", type=int, default=None)
     parser.add_argument("--stride", type=int, default=1)
-    parser.add_argument("--num-codes", type=int, default=8)
+    parser.add_argument("--num-codes", type=int, default=None,
+                        help="codebook size for the one-hot probe (default: the LAM's own)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
 

@@ -61,7 +61,8 @@ def _is_onnx(path: Path) -> bool:
 
 
 def load_coder(path: Path, device: str | None = None) -> tuple[Coder, dict[str, Any]]:
-    """(codes function, info: backend, preprocessing spec, frame_gap, step, path) for a checkpoint or ONNX export."""
+    """(codes function, info: backend, preprocessing spec, frame_gap, step, path, num_codes) for a checkpoint or
+    ONNX export."""
     from conla_ros.core.preprocessing import ImagePreprocessing
 
     path = Path(path)
@@ -84,7 +85,7 @@ def load_coder(path: Path, device: str | None = None) -> tuple[Coder, dict[str, 
         spec = ImagePreprocessing(size=p["size"], crop_fraction=p["crop_fraction"], mean=tuple(p["mean"]),
                                   std=tuple(p["std"]), interpolation=p["interpolation"])
         return onnx_codes, {"backend": "onnx", "path": str(onnx_path), "spec": spec, "frame_gap": meta["frame_gap"],
-                            "step": meta["provenance"]["step"]}
+                            "step": meta["provenance"]["step"], "num_codes": int(meta.get("num_codes", 8))}
 
     import torch
 
@@ -99,7 +100,8 @@ def load_coder(path: Path, device: str | None = None) -> tuple[Coder, dict[str, 
             return model.encode_codes(torch.from_numpy(o_t).to(device), torch.from_numpy(o_tk).to(device)).cpu().numpy()
 
     return torch_codes, {"backend": "torch", "path": str(path), "spec": model.config.preprocessing(),
-                         "frame_gap": int(payload["run_config"]["data"]["frame_gap"]), "step": int(payload["step"])}
+                         "frame_gap": int(payload["run_config"]["data"]["frame_gap"]), "step": int(payload["step"]),
+                         "num_codes": model.config.quantizer.num_codes}
 
 
 def label_clips(coder: Coder, clips, spec, frame_gap: int, stride: int = 1, batch_size: int = 256,

@@ -96,6 +96,19 @@ def test_eval_command_reports_all_offline_metrics(tiny_config_path, video_root, 
     assert "codebook perplexity" in table and "linear-probe R²" in table
 
 
+def test_eval_reads_the_codebook_size_from_the_lam(tiny_config_path, video_root, tmp_path, capsys):
+    run_dir = tmp_path / "run16"
+    config = apply_overrides(load_config(LAMRunConfig, tiny_config_path),
+                             [f"data.root={video_root}", f"train.run_dir={run_dir}", "train.steps=2",
+                              "train.sample_every=0", "model.quantizer.num_codes=16"])
+    assert train_lam(config) == 0
+    out = tmp_path / "eval16.json"
+    assert eval_main(["--lam", str(run_dir), "--videos", str(video_root), "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["num_codes"] == 16 and 1.0 <= results["perplexity"] <= 16.0
+    assert "codebook perplexity (of 16)" in capsys.readouterr().out
+
+
 def test_bench_command_prints_the_table(tiny_config_path, video_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench_main(["--config", str(tiny_config_path), "--set", f"data.root={video_root}", "--steps", "1",
